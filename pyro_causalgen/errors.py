@@ -1,0 +1,22 @@
+"""Exceptions raised by pyro_causalgen; each names the site, column, edge or shape at fault."""
+
+from __future__ import annotations
+
+
+class CausalModelError(ValueError):
+    """Base class for misuse of a causal model (bad sites, shapes, data or graphs)."""
+
+
+class UnknownSiteError(CausalModelError, KeyError):
+    """A name refers to a sample site that the model does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(CausalModelError):
+    """Data given to fit or to a query is malformed (NaN, missing column, shape, dtype)."""
+
+
+class ShapeError(CausalModelError):
+    """A tensor's shape does not match what a site or mechanism expects."""
