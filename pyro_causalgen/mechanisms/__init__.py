@@ -1,0 +1,39 @@
+"""Mechanisms: conditional distributions with an explicit noise form, for sample sites.
+
+Each mechanism is an :class:`torch.nn.Module`; calling it with the parent values returns a
+:class:`MechanismDistribution` (a Pyro ``TransformedDistribution``) that stands at a
+``pyro.sample`` site, with exact ``log_prob``, exact inverse (:meth:`~MechanismDistribution.noise`)
+and a device and dtype that follow the module.
+"""
+
+from pyro_causalgen.mechanisms.base import Mechanism
+from pyro_causalgen.mechanisms.distribution import MechanismDistribution, ToNoiseTransform
+from pyro_causalgen.mechanisms.flows import FlowMechanism, MAFMechanism, NSFMechanism
+from pyro_causalgen.mechanisms.locscale import LocScaleMechanism
+
+__all__ = [
+    "FlowMechanism",
+    "LocScaleMechanism",
+    "MAFMechanism",
+    "Mechanism",
+    "MechanismDistribution",
+    "NSFMechanism",
+    "ToNoiseTransform",
+    "make_mechanism",
+]
+
+
+def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
+    """Build a mechanism by name: ``"nsf"``, ``"maf"`` or ``"locscale"``.
+
+    Example::
+
+        >>> make_mechanism("maf", parents=["x"]).config["flow"]
+        'maf'
+    """
+    kind = kind.lower()
+    if kind in ("nsf", "maf"):
+        return FlowMechanism(flow=kind, **kwargs)
+    if kind in ("locscale", "affine", "gaussian"):
+        return LocScaleMechanism(**kwargs)
+    raise ValueError(f"unknown mechanism {kind!r}; use 'nsf', 'maf' or 'locscale'")
