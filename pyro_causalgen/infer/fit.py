@@ -68,7 +68,15 @@ def model_sites(
 def negative_log_likelihood(
     model: Callable, batch: Mapping[str, Tensor], *args: Any, **kwargs: Any
 ) -> Tensor:
-    """``-log p(batch)`` summed over rows, with every site conditioned on ``batch``."""
+    """``-log p(batch)`` summed over rows, with every site conditioned on ``batch``.
+
+    A model that defines ``log_prob_data(batch) -> (rows,)`` (as
+    :class:`~pyro_causalgen.scm.StructuralCausalModel` does) is scored by it directly;
+    any other Pyro program is traced under ``pyro.condition``.
+    """
+    fast = getattr(model, "log_prob_data", None)
+    if fast is not None:
+        return -fast(batch).sum()
     trace = poutine.trace(poutine.condition(model, data=batch)).get_trace(*args, **kwargs)
     latent = [
         n for n, s in _sample_sites(trace).items() if not s["is_observed"]
