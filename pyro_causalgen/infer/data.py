@@ -91,7 +91,7 @@ def _to_tensor(
             raise DataError(
                 f"column '{name}' has non-numeric dtype {arr.dtype}; convert it first"
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.array(arr, copy=True))
     if t.is_complex() or t.dtype == torch.bool and not discrete:
         raise DataError(f"column '{name}' has dtype {t.dtype}; expected real numbers")
     if t.is_floating_point() and not torch.isfinite(t).all():

@@ -1,5 +1,6 @@
 """Shared fixtures: ``--device`` / ``--dtype`` options so the suite reruns on a GPU.
 
+Lives at the repository root so that it serves ``tests/`` and the doctests.
 Run ``pytest --device cuda`` on a machine with a GPU to rerun every device-aware test
 there; ``--dtype float64`` reruns them in double precision.
 """
@@ -47,3 +48,11 @@ def _seed_and_clear() -> None:
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
     pyro.enable_validation(True)
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(doctest_namespace: dict) -> None:
+    """Doctests see ``torch``, ``pyro`` and ``dist`` without importing them."""
+    import pyro.distributions as dist
+
+    doctest_namespace.update(torch=torch, pyro=pyro, dist=dist)
