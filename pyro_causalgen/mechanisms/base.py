@@ -15,12 +15,35 @@ from typing import Any
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
+from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
 from pyro_causalgen.errors import ShapeError
 from pyro_causalgen.mechanisms.distribution import MechanismDistribution, ToNoiseTransform
 
 Shape = tuple[int, ...]
+
+#: Supports a mechanism can have, by name; values live on them, flows on the reals.
+SUPPORTS: dict[str, constraints.Constraint] = {
+    "real": constraints.real,
+    "positive": constraints.positive,
+    "unit_interval": constraints.unit_interval,
+}
+
+
+def support_name(support: str | constraints.Constraint) -> str:
+    """The name in :data:`SUPPORTS` of a support given by name or constraint."""
+    if isinstance(support, str):
+        if support not in SUPPORTS:
+            raise ValueError(f"unknown support {support!r}; use one of {list(SUPPORTS)}")
+        return support
+    base = support
+    while isinstance(base, constraints.independent):
+        base = base.base_constraint
+    for name, c in SUPPORTS.items():
+        if type(base) is type(c) and repr(base) == repr(c):
+            return name
+    raise ValueError(f"no flow mechanism for support {support}; use one of {list(SUPPORTS)}")
 
 
 def _as_shape(shape: int | Sequence[int] | torch.Size) -> Shape:
@@ -41,6 +64,9 @@ class Mechanism(nn.Module):
     :param parents: ordered mapping ``name -> event shape`` of the parents (``()`` for a
         scalar parent); a sequence of names means scalar parents.
     :param name: the site name, used in error messages.
+    :param support: ``"real"`` (default), ``"positive"`` or ``"unit_interval"`` (or the
+        matching ``torch.distributions.constraints``): values are mapped onto it by
+        ``biject_to(support)`` after the flow, which works on the reals.
     """
 
     def __init__(
@@ -48,8 +74,12 @@ class Mechanism(nn.Module):
         event_shape: int | Sequence[int] = (),
         parents: Mapping[str, int | Sequence[int]] | Sequence[str] | None = None,
         name: str | None = None,
+        support: str | constraints.Constraint = "real",
     ) -> None:
         super().__init__()
+        self.support = support_name(support)
+        self._support = None if self.support == "real" else SUPPORTS[self.support]
+        self._bijection = None if self._support is None else biject_to(self._support)
         self.event_shape: Shape = _as_shape(event_shape)
         if len(self.event_shape) > 1:
             raise ShapeError(
@@ -78,6 +108,7 @@ class Mechanism(nn.Module):
             "event_shape": self.event_shape,
             "parents": dict(self.parents),
             "name": self.name,
+            "support": self.support,
         }
 
     def _label(self) -> str:
@@ -154,9 +185,12 @@ class Mechanism(nn.Module):
     def standardize_from(self, value: Tensor, context: Tensor | None = None) -> None:
         """Set the data and context standardisation from samples.
 
-        :param value: observed values, ``(*batch, *event_shape)``.
+        :param value: observed values, ``(*batch, *event_shape)``, on the support
+            (standardisation applies to their unconstrained image).
         :param context: the matching raw context from :meth:`context`.
         """
+        if self._bijection is not None:
+            value = self._bijection.inv(value)
         flat = value.reshape(-1, *self.event_shape).to(self.value_loc)
         self.value_loc.copy_(flat.mean(0))
         self.value_scale.copy_(_safe_std(flat))
@@ -180,6 +214,7 @@ class Mechanism(nn.Module):
             self.value_scale,
             self.flow_transform(std_ctx),
             len(self.event_shape),
+            self._support,
         )
         zero = self._zero.expand(torch.Size((*batch, *self.event_shape)))
         base = dist.Normal(zero, torch.ones_like(zero)).to_event(len(self.event_shape))

@@ -15,33 +15,45 @@ from typing import Any
 import pyro.distributions as dist
 import torch
 from torch import Tensor
-from torch.distributions import constraints
+from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
 
 class ToNoiseTransform(Transform):
-    """Map data ``x`` to noise ``u``: standardise, then apply a flow transform.
+    """Map data ``x`` to noise ``u``: unconstrain, standardise, apply a flow transform.
 
-    ``u = t((x - loc) / scale)``, where ``t`` is a (zuko) transform acting on a
-    trailing feature dim. Scalar sites (``event_dim == 0``) gain and lose a feature dim
-    of size one around ``t``.
+    ``u = t((b^{-1}(x) - loc) / scale)``, where ``b`` maps the real line onto the
+    site's support (identity for real-valued sites) and ``t`` is a (zuko) transform
+    acting on a trailing feature dim. Scalar sites (``event_dim == 0``) gain and lose a
+    feature dim of size one around ``t``.
 
-    :param loc: data mean, shape ``event_shape``.
-    :param scale: data standard deviation, shape ``event_shape``.
+    :param loc: mean of the unconstrained data, shape ``event_shape``.
+    :param scale: its standard deviation, shape ``event_shape``.
     :param flow: transform from standardised data to noise, event dim 1.
     :param event_dim: 0 for scalar sites, 1 for vector sites.
+    :param support: the site's (elementwise) support, or ``None`` for the reals; it is
+        reached by ``biject_to(support)``.
     """
 
     bijective = True
 
-    def __init__(self, loc: Tensor, scale: Tensor, flow: Transform, event_dim: int):
+    def __init__(
+        self,
+        loc: Tensor,
+        scale: Tensor,
+        flow: Transform,
+        event_dim: int,
+        support: constraints.Constraint | None = None,
+    ):
         super().__init__(cache_size=0)
         self.loc, self.scale, self.flow = loc, scale, flow
         self._event_dim = event_dim
+        self._support = support or constraints.real
+        self.support = None if support is None else biject_to(support)
 
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
-        return constraints.independent(constraints.real, self._event_dim)
+        return constraints.independent(self._support, self._event_dim)
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
@@ -57,16 +69,27 @@ class ToNoiseTransform(Transform):
         log_scale = self.scale.log()
         return log_scale.sum() if self._event_dim else log_scale
 
+    def _unconstrain(self, x: Tensor) -> tuple[Tensor, Tensor | float]:
+        """``b^{-1}(x)`` and ``log|d b^{-1}(x) / dx|`` summed over the event."""
+        if self.support is None:
+            return x, 0.0
+        z = self.support.inv(x)
+        ladj = -self.support.log_abs_det_jacobian(z, x)
+        return z, ladj.sum(-1) if self._event_dim else ladj
+
     def _call(self, x: Tensor) -> Tensor:
-        return self._drop(self.flow(self._lift((x - self.loc) / self.scale)))
+        z = self._unconstrain(x)[0]
+        return self._drop(self.flow(self._lift((z - self.loc) / self.scale)))
 
     def _inverse(self, u: Tensor) -> Tensor:
-        return self.loc + self.scale * self._drop(self.flow.inv(self._lift(u)))
+        z = self.loc + self.scale * self._drop(self.flow.inv(self._lift(u)))
+        return z if self.support is None else self.support(z)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``u`` and ``log|du/dx|`` (summed over the event) in one flow pass."""
-        u, ladj = self.flow.call_and_ladj(self._lift((x - self.loc) / self.scale))
-        return self._drop(u), ladj - self._log_scale()
+        z, ladj_support = self._unconstrain(x)
+        u, ladj = self.flow.call_and_ladj(self._lift((z - self.loc) / self.scale))
+        return self._drop(u), ladj - self._log_scale() + ladj_support
 
     def log_abs_det_jacobian(self, x: Tensor, u: Tensor) -> Tensor:
         return self.call_and_ladj(x)[1]

@@ -26,6 +26,7 @@ class FlowMechanism(Mechanism):
     :param hidden_features: widths of each hyper-network's hidden layers.
     :param bins: spline bins (NSF only).
     :param name: site name for error messages.
+    :param support: "real", "positive" or "unit_interval" (see :class:`Mechanism`).
 
     Example::
 
@@ -45,8 +46,9 @@ class FlowMechanism(Mechanism):
         hidden_features: Sequence[int] = (64, 64),
         bins: int = 8,
         name: str | None = None,
+        support: str | Any = "real",
     ) -> None:
-        super().__init__(event_shape, parents, name)
+        super().__init__(event_shape, parents, name, support)
         flow = flow.lower()
         kwargs: dict[str, Any] = {
             "features": self.features,

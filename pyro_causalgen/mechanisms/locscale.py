@@ -27,6 +27,7 @@ class LocScaleMechanism(Mechanism):
     :param hidden_features: hidden widths of the location network (``()``: linear).
     :param heteroscedastic: whether the scale is a function of the parents.
     :param name: site name for error messages.
+    :param support: "real", "positive" or "unit_interval" (see :class:`Mechanism`).
 
     Example::
 
@@ -43,8 +44,9 @@ class LocScaleMechanism(Mechanism):
         hidden_features: Sequence[int] = (),
         heteroscedastic: bool = False,
         name: str | None = None,
+        support: str | Any = "real",
     ) -> None:
-        super().__init__(event_shape, parents, name)
+        super().__init__(event_shape, parents, name, support)
         self.hidden_features = tuple(hidden_features)
         self.heteroscedastic = heteroscedastic
         d, c = self.features, self.context_features
