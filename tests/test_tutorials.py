@@ -1,0 +1,28 @@
+"""Every notebook in ``tutorials/`` runs top to bottom in smoke mode (``CI`` set).
+
+Notebooks follow Pyro's convention ``smoke_test = ('CI' in os.environ)`` to shrink data
+and training budgets; this test sets ``CI`` for the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_runs(path: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    )
+    client.execute()
