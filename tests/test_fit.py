@@ -36,10 +36,10 @@ def test_fit_recovers_a_confounded_interventional_mean():
     with torch.no_grad():
         y = do(scm, {"x": a})(n=n)["y"]
     mc_se = y.std().item() / math.sqrt(n)
-    # tolerance: 4 Monte-Carlo s.e. of the simulation plus a fixed 0.12 budget for the
-    # estimation error of flows fitted on 4,000 rows (the spread of E[y|do] across
-    # seeds measured at about 0.04)
-    assert abs(y.mean().item() - a) < 4 * mc_se + 0.12
+    # tolerance: 4 Monte-Carlo s.e. of the simulation plus a 0.2 budget for the
+    # estimation error of flows fitted on 4,000 rows: over 6 data/fit seeds this
+    # estimate had mean 1.037 and standard deviation 0.064, so 0.2 is about 3 sd
+    assert abs(y.mean().item() - a) < 4 * mc_se + 0.2
     # the observational E[y | x = 1] is about 2.0: conditioning would fail this test
     near = (data["x"] - a).abs() < 0.1
     assert data["y"][near].mean() - a > 0.8
