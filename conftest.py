@@ -15,7 +15,10 @@ import torch
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="torch device for the tests")
     parser.addoption(
-        "--dtype", default="float32", choices=["float32", "float64"], help="default dtype"
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64"],
+        help="default dtype",
     )
     parser.addoption("--slow", action="store_true", help="also run tests marked slow")
 

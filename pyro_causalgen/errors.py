@@ -1,4 +1,4 @@
-"""Exceptions raised by pyro_causalgen; each names the site, column, edge or shape at fault."""
+"""Exceptions of pyro_causalgen; each names the site, column, edge or shape at fault."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class UnknownSiteError(CausalModelError, KeyError):
 
 
 class DataError(CausalModelError):
-    """Data given to fit or to a query is malformed (NaN, missing column, shape, dtype)."""
+    """Data given to fit or a query is malformed (NaN, missing column, shape, dtype)."""
 
 
 class ShapeError(CausalModelError):

@@ -1,4 +1,4 @@
-"""Saving and loading models: weights, standardisation buffers and constructor config."""
+"""Saving and loading models: weights, standardisation buffers, constructor config."""
 
 from __future__ import annotations
 

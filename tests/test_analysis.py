@@ -103,7 +103,7 @@ def test_interval_uses_student_t_over_members():
 
 @pytest.mark.slow
 def test_bootstrap_intervals_cover_the_truth_at_about_their_level():
-    """90% intervals over 20 seeds: coverage >= 14/20 (binomial 1% lower tail at 0.9)."""
+    """90% intervals over 20 seeds: coverage >= 14/20 (1% binomial tail at 0.9)."""
     covered = 0
     for seed in range(20):
         g = torch.Generator().manual_seed(100 + seed)

@@ -110,7 +110,9 @@ def test_same_as_chirho_do_and_composes_with_poutine():
     # condition on a non-descendant, block hides sites
     cond = pyro.condition(do(scm, {"y": 0.0}), data={"x": torch.ones(4).double()})
     assert torch.all(cond(n=4)["x"] == 1.0)
-    blocked = poutine.trace(poutine.block(do(scm, {"y": 0.0}), hide=["z"])).get_trace(n=2)
+    blocked = poutine.trace(poutine.block(do(scm, {"y": 0.0}), hide=["z"])).get_trace(
+        n=2
+    )
     assert "z" not in blocked.nodes and "y" in blocked.nodes
 
 

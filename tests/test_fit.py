@@ -1,4 +1,4 @@
-"""fit(): recovers interventional effects, validates data, early-stops, restores best."""
+"""fit(): recovers interventional effects, validates data, stops early, restores."""
 
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ def test_fits_a_hand_written_program_through_its_trace():
         def __init__(self) -> None:
             super().__init__()
             self.z = FlowMechanism(hidden_features=(8,), name="z")
-            self.y = FlowMechanism(parents=["z"], event_shape=(2,), hidden_features=(8,))
+            self.y = FlowMechanism(
+                parents=["z"], event_shape=(2,), hidden_features=(8,)
+            )
 
         def forward(self, n: int) -> torch.Tensor:
             with pyro.plate("rows", n):

@@ -28,7 +28,9 @@ def test_fitted_model_round_trips_exactly(tmp_path, mechanism):
     for key, value in scm.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     # standardisation was fitted (not the defaults) and survived
-    assert loaded.mechanism("a").value_loc.item() == pytest.approx(a[:180].mean(), abs=1)
+    assert loaded.mechanism("a").value_loc.item() == pytest.approx(
+        a[:180].mean(), abs=1
+    )
     x = {k: v[:10] for k, v in data.items()}
     assert torch.equal(scm.log_prob_data(x), loaded.log_prob_data(x))
 

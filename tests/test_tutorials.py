@@ -6,7 +6,6 @@ and training budgets; this test sets ``CI`` for the kernel.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,9 @@ def test_tutorial_runs(path: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": tmp_path}},
     )
     client.execute()

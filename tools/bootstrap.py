@@ -9,11 +9,11 @@ Usage::
 
 Only the Python standard library is used here. The environment lives in ``.venv``.
 
-Torch: if the interpreter that runs this script can already import torch (for example a
-CUDA build you installed), the environment sees it (``--system-site-packages``) and it is
-kept. Otherwise ``torch==2.13.0`` is installed first; set ``TORCH_INDEX_URL`` (e.g.
-``https://download.pytorch.org/whl/cpu``) to choose where it comes from, which keeps a
-CPU-only machine from downloading CUDA wheels.
+Torch: if the interpreter that runs this script can already import torch (for example
+a CUDA build you installed), the environment sees it (``--system-site-packages``) and
+it is kept. Otherwise ``torch==2.13.0`` is installed first; set ``TORCH_INDEX_URL``
+(e.g. ``https://download.pytorch.org/whl/cpu``) to choose where it comes from, which
+keeps a CPU-only machine from downloading CUDA wheels.
 """
 
 from __future__ import annotations

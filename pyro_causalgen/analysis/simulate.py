@@ -63,7 +63,8 @@ def site_values(values: Mapping[str, Tensor], name: str) -> Tensor:
     """``values[name]``, or an error naming the site and listing the model's sites."""
     if name not in values:
         raise UnknownSiteError(
-            f"the model has no sample site named '{name}'; its sites are {sorted(values)}"
+            f"the model has no sample site named '{name}'; "
+            f"its sites are {sorted(values)}"
         )
     return values[name]
 

@@ -80,7 +80,9 @@ def fit_ensemble(
             idx = torch.randint(0, rows, (rows,), generator=gen)
             member_data = {name: v[idx.to(v.device)] for name, v in tensors.items()}
         member_seed = None if seed is None else seed + k
-        ensemble.histories.append(fit(model, member_data, seed=member_seed, **fit_kwargs))
+        ensemble.histories.append(
+            fit(model, member_data, seed=member_seed, **fit_kwargs)
+        )
         ensemble.members.append(model)
     return ensemble
 
@@ -126,7 +128,7 @@ class EffectDraws:
         return math.sqrt(between + within)
 
     def interval(self, prob: float = 0.9) -> tuple[float, float]:
-        """A ``prob`` interval: mean +/- Student-t quantile (members - 1 dof) x stderr."""
+        """A ``prob`` interval: mean +/- t quantile (members - 1 dof) x stderr."""
         from scipy.stats import t as student_t
 
         k = len(self.draws)
@@ -147,7 +149,7 @@ class EffectDraws:
         }
 
     def to_inference_data(self, name: str = "effect") -> Any:
-        """ArviZ data with the member draws in ``posterior`` (chain 1, draw = member)."""
+        """ArviZ data, member draws in ``posterior`` (chain 1, draw = member)."""
         attrs = {"query": self.query, "method": self.method}
         if self.identifiable is not None:
             attrs["identifiable"] = str(self.identifiable)
@@ -171,7 +173,8 @@ def effect_over_members(
         >>> from pyro_causalgen.scm import StructuralCausalModel
         >>> build = lambda: StructuralCausalModel({"x": []}, mechanism="locscale")
         >>> ens = fit_ensemble(build, {"x": torch.randn(50)}, members=3, epochs=1)
-        >>> eff = effect_over_members(ens, lambda m: interventional_mean(m, "x", n=10), "E[x]")
+        >>> mean_x = lambda m: interventional_mean(m, "x", n=10)
+        >>> eff = effect_over_members(ens, mean_x, "E[x]")
         >>> eff.draws.shape
         torch.Size([3])
     """

@@ -25,15 +25,11 @@ TRIANGLE_ROWS = 5000
 
 
 def triangle_mechanisms(noise: dict[str, Tensor], do: dict[str, float] | None = None):
-    """Evaluate the SCM from its noise ``u_x, u_z, u_y`` (each ``(N,)``) under ``do``."""
+    """Evaluate the SCM from its noise ``u_x, u_z, u_y`` (each ``(N,)``), under do."""
     do = do or {}
     x = torch.full_like(noise["x"], do["x"]) if "x" in do else noise["x"]
     z = torch.full_like(x, do["z"]) if "z" in do else torch.sin(x) + 0.5 * noise["z"]
-    y = (
-        torch.full_like(x, do["y"])
-        if "y" in do
-        else 0.5 * x + z**2 + 0.3 * noise["y"]
-    )
+    y = torch.full_like(x, do["y"]) if "y" in do else 0.5 * x + z**2 + 0.3 * noise["y"]
     return {"x": x, "z": z, "y": y}
 
 
@@ -95,4 +91,6 @@ def write_triangle_csv(path: str) -> None:
     with open(path, "w") as f:
         f.write("x,z,y\n")
         for i in range(TRIANGLE_ROWS):
-            f.write(",".join(f"{data[k][i].item():.9g}" for k in ("x", "z", "y")) + "\n")
+            f.write(
+                ",".join(f"{data[k][i].item():.9g}" for k in ("x", "z", "y")) + "\n"
+            )

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = run(args.epochs, args.samples, args.seed)
     print("Fitted a neural-spline-flow SCM x -> z -> y, x -> y on 5,000 shipped rows")
-    print(f"(fit {rows[0]['fit_seconds']:.1f} s, validation NLL {rows[0]['val_nll']:.3f})")
+    print(
+        f"(fit {rows[0]['fit_seconds']:.1f} s, validation NLL {rows[0]['val_nll']:.3f})"
+    )
     print(f"{'query':<22}{'estimate':>10}{'+/- s.e.':>10}{'truth':>10}{'error':>10}")
     for r in rows:
         err = r["estimate"] - r["truth"]

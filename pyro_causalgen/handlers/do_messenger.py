@@ -9,7 +9,7 @@ give that operation its multi-world meaning.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from pyro_causalgen.errors import CausalModelError, ShapeError, UnknownSiteError
 
-Intervention = Union[Tensor, float, int, dist.Distribution, Callable[[Tensor], Tensor]]
+Intervention = Tensor | float | int | dist.Distribution | Callable[[Tensor], Tensor]
 
 
 def stochastic_site_name(name: str) -> str:
@@ -49,10 +49,16 @@ class DoMessenger(Messenger):
     def __init__(self, actions: Mapping[str, Intervention]) -> None:
         super().__init__()
         if not isinstance(actions, Mapping):
-            raise TypeError(f"do() expects a mapping of site names, got {type(actions)}")
+            raise TypeError(
+                f"do() expects a mapping of site names, got {type(actions)}"
+            )
         self.actions = dict(actions)
         for name, act in self.actions.items():
-            if isinstance(act, Tensor) and act.is_floating_point() and act.isnan().any():
+            if (
+                isinstance(act, Tensor)
+                and act.is_floating_point()
+                and act.isnan().any()
+            ):
                 raise CausalModelError(f"do(): intervention on '{name}' contains NaN")
         self._seen: list[str] = []
 

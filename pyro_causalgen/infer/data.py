@@ -1,4 +1,4 @@
-"""Checking and converting user data (dicts of tensors or DataFrames) for a model's sites."""
+"""Checking and converting user data (dicts of tensors, DataFrames) for a model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pyro_causalgen.errors import DataError
 
 
 def _frame_columns(frame: Any, name: str, event_shape: tuple[int, ...]) -> Any:
-    """A site's values from a DataFrame: column ``name`` or ``name[0]``, ``name[1]``..."""
+    """A site's values from a DataFrame: column ``name`` or ``name[0]``, ..."""
     if name in frame.columns:
         return frame[name].to_numpy()
     prefix = f"{name}["
@@ -53,7 +53,9 @@ def prepare_data(
     """
     is_frame = hasattr(data, "columns") and hasattr(data, "to_numpy")
     if not is_frame and not isinstance(data, Mapping):
-        raise DataError(f"data must be a dict of tensors or a DataFrame, got {type(data)}")
+        raise DataError(
+            f"data must be a dict of tensors or a DataFrame, got {type(data)}"
+        )
     out: dict[str, Tensor] = {}
     missing = []
     for name, shape in event_shapes.items():
@@ -68,7 +70,9 @@ def prepare_data(
     given = {_frame_owner(c) for c in data.columns} if is_frame else set(data)
     extra = sorted(c for c in given if c not in event_shapes and c != "weight")
     if extra:
-        warnings.warn(f"data columns {extra} are not sites of the model; ignored", stacklevel=3)
+        warnings.warn(
+            f"data columns {extra} are not sites of the model; ignored", stacklevel=3
+        )
     rows = {k: v.shape[0] for k, v in out.items()}
     if len(set(rows.values())) > 1:
         raise DataError(f"columns have different numbers of rows: {rows}")
@@ -102,8 +106,9 @@ def _to_tensor(
     if tuple(t.shape[1:]) != tuple(shape) or t.dim() == 0:
         raise DataError(
             f"column '{name}' has shape {tuple(t.shape)}, expected (N, "
-            f"{', '.join(map(str, shape))})" if shape else
-            f"column '{name}' has shape {tuple(t.shape)}, expected (N,)"
+            f"{', '.join(map(str, shape))})"
+            if shape
+            else f"column '{name}' has shape {tuple(t.shape)}, expected (N,)"
         )
     if discrete:
         if t.is_floating_point() and (t != t.round()).any():

@@ -2,8 +2,8 @@
 
 With every site observed, the likelihood factorises over sites, so one Adam loop over
 minibatches fits all mechanisms at once. Works for any Pyro program whose sample sites
-are covered by the data: models built by :class:`~pyro_causalgen.scm.StructuralCausalModel`
-and hand-written programs calling mechanisms alike.
+are covered by the data: models built by
+:class:`~pyro_causalgen.scm.StructuralCausalModel` and hand-written programs alike.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
@@ -77,10 +76,10 @@ def negative_log_likelihood(
     fast = getattr(model, "log_prob_data", None)
     if fast is not None:
         return -fast(batch).sum()
-    trace = poutine.trace(poutine.condition(model, data=batch)).get_trace(*args, **kwargs)
-    latent = [
-        n for n, s in _sample_sites(trace).items() if not s["is_observed"]
-    ]
+    trace = poutine.trace(poutine.condition(model, data=batch)).get_trace(
+        *args, **kwargs
+    )
+    latent = [n for n, s in _sample_sites(trace).items() if not s["is_observed"]]
     if latent:
         raise DataError(
             f"site(s) {latent} are not observed: fit() needs fully observed data "
@@ -220,5 +219,7 @@ def evaluate_nll(
     for start in range(0, n, batch_size):
         batch = {k: v[start : start + batch_size] for k, v in data.items()}
         rows = next(iter(batch.values())).shape[0]
-        total += negative_log_likelihood(model, batch, *model_args, **call_kwargs(rows)).item()
+        total += negative_log_likelihood(
+            model, batch, *model_args, **call_kwargs(rows)
+        ).item()
     return total / n

@@ -1,13 +1,16 @@
 """Mechanisms: conditional distributions with an explicit noise form, for sample sites.
 
-Each mechanism is an :class:`torch.nn.Module`; calling it with the parent values returns a
-:class:`MechanismDistribution` (a Pyro ``TransformedDistribution``) that stands at a
-``pyro.sample`` site, with exact ``log_prob``, exact inverse (:meth:`~MechanismDistribution.noise`)
-and a device and dtype that follow the module.
+Each mechanism is an :class:`torch.nn.Module`; called with the parent values it returns
+a :class:`MechanismDistribution` (a Pyro ``TransformedDistribution``) that stands at a
+``pyro.sample`` site, with exact ``log_prob``, exact inverse
+(:meth:`~MechanismDistribution.noise`) and a device and dtype that follow the module.
 """
 
 from pyro_causalgen.mechanisms.base import Mechanism
-from pyro_causalgen.mechanisms.distribution import MechanismDistribution, ToNoiseTransform
+from pyro_causalgen.mechanisms.distribution import (
+    MechanismDistribution,
+    ToNoiseTransform,
+)
 from pyro_causalgen.mechanisms.flows import FlowMechanism, MAFMechanism, NSFMechanism
 from pyro_causalgen.mechanisms.locscale import LocScaleMechanism
 

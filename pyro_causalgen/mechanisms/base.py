@@ -19,7 +19,10 @@ from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
 from pyro_causalgen.errors import ShapeError
-from pyro_causalgen.mechanisms.distribution import MechanismDistribution, ToNoiseTransform
+from pyro_causalgen.mechanisms.distribution import (
+    MechanismDistribution,
+    ToNoiseTransform,
+)
 
 Shape = tuple[int, ...]
 
@@ -35,7 +38,9 @@ def support_name(support: str | constraints.Constraint) -> str:
     """The name in :data:`SUPPORTS` of a support given by name or constraint."""
     if isinstance(support, str):
         if support not in SUPPORTS:
-            raise ValueError(f"unknown support {support!r}; use one of {list(SUPPORTS)}")
+            raise ValueError(
+                f"unknown support {support!r}; use one of {list(SUPPORTS)}"
+            )
         return support
     base = support
     while isinstance(base, constraints.independent):
@@ -43,7 +48,9 @@ def support_name(support: str | constraints.Constraint) -> str:
     for name, c in SUPPORTS.items():
         if type(base) is type(c) and repr(base) == repr(c):
             return name
-    raise ValueError(f"no flow mechanism for support {support}; use one of {list(SUPPORTS)}")
+    raise ValueError(
+        f"no flow mechanism for support {support}; use one of {list(SUPPORTS)}"
+    )
 
 
 def _as_shape(shape: int | Sequence[int] | torch.Size) -> Shape:
@@ -112,7 +119,9 @@ class Mechanism(nn.Module):
         }
 
     def _label(self) -> str:
-        return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
+        return (
+            f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
+        )
 
     # ---------------------------------------------------------------- context
     def _gather_parents(self, args: tuple, kwargs: dict) -> dict[str, Any]:

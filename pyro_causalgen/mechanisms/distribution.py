@@ -1,4 +1,4 @@
-"""The distribution a mechanism returns: ``x = f(u; context)`` with ``u`` standard noise.
+"""The distribution a mechanism returns: ``x = f(u; context)``, ``u`` standard noise.
 
 :class:`MechanismDistribution` is a :class:`pyro.distributions.TransformedDistribution`
 whose single transform maps noise to data, so it stands at any ``pyro.sample`` site and

@@ -61,7 +61,9 @@ class FlowMechanism(Mechanism):
         elif flow == "maf":
             self.net = zuko.flows.MAF(**kwargs)
         else:
-            raise ValueError(f"{self._label()}: unknown flow {flow!r}; use 'nsf' or 'maf'")
+            raise ValueError(
+                f"{self._label()}: unknown flow {flow!r}; use 'nsf' or 'maf'"
+            )
         self._config = {
             "flow": flow,
             "transforms": transforms,

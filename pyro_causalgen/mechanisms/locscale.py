@@ -1,4 +1,4 @@
-"""Location-scale mechanisms ``x = loc(parents) + scale(parents) * u``, ``u ~ N(0, 1)``."""
+"""Location-scale mechanisms ``x = loc(parents) + scale(parents) * u``, u ~ N(0, 1)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ class LocScaleMechanism(Mechanism):
     """Gaussian additive-noise mechanism with a neural (or linear) location.
 
     With ``hidden_features=()`` the location is linear in the (standardised) parents, so
-    an SCM built from these mechanisms is linear-Gaussian with closed-form interventional
-    and counterfactual distributions. ``heteroscedastic=True`` lets the scale depend on
-    the parents too.
+    an SCM built from these mechanisms is linear-Gaussian, with closed-form
+    interventional and counterfactual distributions. ``heteroscedastic=True`` lets the
+    scale depend on the parents too.
 
     :param event_shape: ``()`` or ``(d,)``.
     :param parents: ordered ``name -> event shape`` of the parents.
