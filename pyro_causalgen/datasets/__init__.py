@@ -1,5 +1,6 @@
 """Synthetic SCMs with known ground truth and small shipped datasets."""
 
+from pyro_causalgen.datasets.causal_nf import CAUSAL_NF_SCMS, GroundTruthSCM, load_scm
 from pyro_causalgen.datasets.triangle import (
     TRIANGLE_GRAPH,
     load_triangle,
@@ -7,4 +8,12 @@ from pyro_causalgen.datasets.triangle import (
     triangle_effect,
 )
 
-__all__ = ["TRIANGLE_GRAPH", "load_triangle", "sample_triangle", "triangle_effect"]
+__all__ = [
+    "CAUSAL_NF_SCMS",
+    "TRIANGLE_GRAPH",
+    "GroundTruthSCM",
+    "load_scm",
+    "load_triangle",
+    "sample_triangle",
+    "triangle_effect",
+]
