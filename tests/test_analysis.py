@@ -124,3 +124,27 @@ def test_bootstrap_intervals_cover_the_truth_at_about_their_level():
         lo, hi = eff.interval(0.9)
         covered += lo <= 1.5 <= hi
     assert covered >= 14
+
+
+def test_bayesian_posterior_of_an_effect_matches_the_sampling_error():
+    """Linear-Gaussian: posterior sd of the ATE ~ sigma / (sqrt(N) sd(x)) = 0.05."""
+    from pyro_causalgen import fit
+    from pyro_causalgen.analysis.bayesian import BayesianModel, fit_bayesian
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(400, generator=g)
+    data = {"x": x, "y": 1.5 * x + torch.randn(400, generator=g)}
+    scm = StructuralCausalModel({"x": [], "y": ["x"]}, mechanism="locscale")
+    fit(scm, data, epochs=80, lr=0.05, patience=None, seed=0)
+    bayes, losses = fit_bayesian(scm, data, steps=600, lr=0.01, seed=0)
+    assert isinstance(bayes, BayesianModel) and len(losses) == 600
+    eff = effect_over_members(
+        bayes.posterior_models(40),
+        lambda m: average_treatment_effect(m, "y", "x", 1.0, 0.0, n=50),
+        "ate",
+        method="bayesian",
+    )
+    sd = eff.draws.std().item()
+    assert 0.025 < sd < 0.1  # within a factor 2 of the sampling error 0.05
+    assert abs(eff.mean - 1.5) < 4 * 0.05
+    assert eff.to_inference_data().posterior.attrs["method"] == "bayesian"

@@ -9,7 +9,7 @@ on each member become draws that :mod:`pyro_causalgen.export` writes to ArviZ.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,11 +161,16 @@ class EffectDraws:
 
 
 def effect_over_members(
-    ensemble: Ensemble,
-    estimate: Callable[[nn.Module], MonteCarloEstimate],
+    ensemble: Ensemble | Sequence[Callable[..., Any]],
+    estimate: Callable[[Any], MonteCarloEstimate],
     query: str,
+    method: str | None = None,
 ) -> EffectDraws:
-    """Apply ``estimate`` to every member and collect the draws.
+    """Apply ``estimate`` to every member (or posterior draw) and collect the draws.
+
+    :param ensemble: an :class:`Ensemble`, or models such as
+        :meth:`~pyro_causalgen.analysis.bayesian.BayesianModel.posterior_models`.
+    :param method: recorded with the draws (defaults to the ensemble's method).
 
     Example::
 
@@ -178,10 +183,15 @@ def effect_over_members(
         >>> eff.draws.shape
         torch.Size([3])
     """
-    results = [estimate(m) for m in ensemble.members]
+    if isinstance(ensemble, Ensemble):
+        models: Sequence[Any] = ensemble.members
+        method = method or ensemble.method
+    else:
+        models = list(ensemble)
+    results = [estimate(m) for m in models]
     return EffectDraws(
         query=query,
         draws=torch.tensor([r.value for r in results], dtype=torch.float64),
         mc_stderr=torch.tensor([r.stderr for r in results], dtype=torch.float64),
-        method=ensemble.method,
+        method=method or "draws",
     )
