@@ -75,7 +75,7 @@ class BayesianModel:
             return functional_call(self.model, params, args, kwargs)
 
     def posterior_models(self, draws: int) -> list[Callable[..., Any]]:
-        """``draws`` callables, each the model with one posterior draw of the weights."""
+        """``draws`` callables, each the model with one posterior draw of weights."""
         if self.guide is None:
             raise RuntimeError("fit the posterior first (fit_bayesian)")
         out = []
