@@ -12,22 +12,36 @@ from pyro_causalgen.mechanisms.distribution import (
     ToNoiseTransform,
 )
 from pyro_causalgen.mechanisms.flows import FlowMechanism, MAFMechanism, NSFMechanism
+from pyro_causalgen.mechanisms.image import (
+    ImageFlowMechanism,
+    ImageMechanismDistribution,
+    ImageToNoiseTransform,
+    bits_per_dim,
+    dequantize,
+    quantize,
+)
 from pyro_causalgen.mechanisms.locscale import LocScaleMechanism
 
 __all__ = [
     "FlowMechanism",
+    "ImageFlowMechanism",
+    "ImageMechanismDistribution",
+    "ImageToNoiseTransform",
     "LocScaleMechanism",
     "MAFMechanism",
     "Mechanism",
     "MechanismDistribution",
     "NSFMechanism",
     "ToNoiseTransform",
+    "bits_per_dim",
+    "dequantize",
     "make_mechanism",
+    "quantize",
 ]
 
 
 def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
-    """Build a mechanism by name: ``"nsf"``, ``"maf"`` or ``"locscale"``.
+    """Build a mechanism by name: ``"nsf"``, ``"maf"``, ``"locscale"`` or ``"glow"``.
 
     Example::
 
@@ -39,4 +53,8 @@ def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
         return FlowMechanism(flow=kind, **kwargs)
     if kind in ("locscale", "affine", "gaussian"):
         return LocScaleMechanism(**kwargs)
-    raise ValueError(f"unknown mechanism {kind!r}; use 'nsf', 'maf' or 'locscale'")
+    if kind in ("glow", "image"):
+        return ImageFlowMechanism(**kwargs)
+    raise ValueError(
+        f"unknown mechanism {kind!r}; use 'nsf', 'maf', 'locscale' or 'glow'"
+    )
