@@ -20,3 +20,11 @@ class DataError(CausalModelError):
 
 class ShapeError(CausalModelError):
     """A tensor's shape does not match what a site or mechanism expects."""
+
+
+class CounterfactualError(CausalModelError):
+    """A counterfactual query is malformed or a handler is misused; names the site."""
+
+
+class NoiseRepresentationError(CounterfactualError):
+    """A site's distribution has no known noise representation ``x = f(u; pa)``."""

@@ -1,5 +1,14 @@
-"""Inference: fitting mechanisms to data (and, later, abduction and effect estimation)."""
+"""Inference: fitting mechanisms to data, abduction of noise, counterfactuals."""
 
+from pyro_causalgen.infer.abduction import NoisePosterior, abduct
+from pyro_causalgen.infer.counterfactual import counterfactual
 from pyro_causalgen.infer.fit import FitHistory, fit, negative_log_likelihood
 
-__all__ = ["FitHistory", "fit", "negative_log_likelihood"]
+__all__ = [
+    "FitHistory",
+    "NoisePosterior",
+    "abduct",
+    "counterfactual",
+    "fit",
+    "negative_log_likelihood",
+]

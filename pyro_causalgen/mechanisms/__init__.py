@@ -7,6 +7,7 @@ a :class:`MechanismDistribution` (a Pyro ``TransformedDistribution``) that stand
 """
 
 from pyro_causalgen.mechanisms.base import Mechanism
+from pyro_causalgen.mechanisms.discrete import BernoulliMechanism, CategoricalMechanism
 from pyro_causalgen.mechanisms.distribution import (
     MechanismDistribution,
     ToNoiseTransform,
@@ -23,6 +24,8 @@ from pyro_causalgen.mechanisms.image import (
 from pyro_causalgen.mechanisms.locscale import LocScaleMechanism
 
 __all__ = [
+    "BernoulliMechanism",
+    "CategoricalMechanism",
     "FlowMechanism",
     "ImageFlowMechanism",
     "ImageMechanismDistribution",
@@ -41,7 +44,8 @@ __all__ = [
 
 
 def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
-    """Build a mechanism by name: ``"nsf"``, ``"maf"``, ``"locscale"`` or ``"glow"``.
+    """Build a mechanism by name: ``"nsf"``, ``"maf"``, ``"locscale"``, ``"glow"``,
+    ``"categorical"`` (pass ``num_categories``) or ``"bernoulli"``.
 
     Example::
 
@@ -55,6 +59,13 @@ def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
         return LocScaleMechanism(**kwargs)
     if kind in ("glow", "image"):
         return ImageFlowMechanism(**kwargs)
+    if kind in ("categorical", "bernoulli"):
+        if kwargs.pop("event_shape", ()) not in ((), []):
+            raise ValueError(f"a {kind} mechanism has a scalar event shape")
+        if kind == "bernoulli":
+            return BernoulliMechanism(**kwargs)
+        return CategoricalMechanism(kwargs.pop("num_categories"), **kwargs)
     raise ValueError(
-        f"unknown mechanism {kind!r}; use 'nsf', 'maf', 'locscale' or 'glow'"
+        f"unknown mechanism {kind!r}; use 'nsf', 'maf', 'locscale', 'glow', "
+        "'categorical' or 'bernoulli'"
     )

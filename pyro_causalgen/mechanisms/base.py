@@ -215,9 +215,20 @@ class Mechanism(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> MechanismDistribution:
         """Return ``p(x | parents)`` as a :class:`MechanismDistribution`."""
-        ctx = self.context(*args, **kwargs)
-        std_ctx = None if ctx is None else (ctx - self.context_loc) / self.context_scale
-        batch = () if ctx is None else tuple(ctx.shape[:-1])
+        return self.at_context(self.context(*args, **kwargs))
+
+    def at_context(self, context: Tensor | None) -> MechanismDistribution:
+        """``p(x | parents)`` from an already flattened raw context ``(*batch, C)``.
+
+        Counterfactual handlers use it to evaluate a mechanism on one world's slice of
+        a world-indexed context.
+        """
+        std_ctx = (
+            None
+            if context is None
+            else (context - self.context_loc) / self.context_scale
+        )
+        batch = () if context is None else tuple(context.shape[:-1])
         to_noise = ToNoiseTransform(
             self.value_loc,
             self.value_scale,
@@ -227,7 +238,7 @@ class Mechanism(nn.Module):
         )
         zero = self._zero.expand(torch.Size((*batch, *self.event_shape)))
         base = dist.Normal(zero, torch.ones_like(zero)).to_event(len(self.event_shape))
-        return MechanismDistribution(base, to_noise, mechanism=self, context=ctx)
+        return MechanismDistribution(base, to_noise, mechanism=self, context=context)
 
 
 def _safe_std(x: Tensor) -> Tensor:

@@ -430,9 +430,8 @@ class ImageFlowMechanism(Mechanism):
             self._label(),
         )
 
-    def forward(self, *args: Any, **kwargs: Any) -> ImageMechanismDistribution:
-        """Return ``p(x | parents)``, batched as the parents broadcast."""
-        ctx = self.context(*args, **kwargs)
+    def at_context(self, ctx: Tensor | None) -> ImageMechanismDistribution:
+        """``p(x | parents)`` from a raw flattened context, batched as it broadcasts."""
         batch = () if ctx is None else tuple(ctx.shape[:-1])
         zero = self._zero.expand(torch.Size((*batch, *self.event_shape)))
         base = dist.Normal(zero, torch.ones_like(zero)).to_event(3)
