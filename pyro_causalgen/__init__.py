@@ -1,11 +1,13 @@
 """pyro_causalgen: causal generative models for Pyro.
 
 Flow mechanisms at sample sites, interventions (:func:`do`), twin- and multi-world
-counterfactuals with shared noise (:func:`counterfactual`), fitting (:func:`fit`),
+counterfactuals with shared noise (:func:`counterfactual`), identification of causal
+queries from the program's graph (:func:`identify`), fitting (:func:`fit`),
 saving (:func:`save` / :func:`load`), and a graph builder
 (:class:`StructuralCausalModel`).
 """
 
+from pyro_causalgen.graph import ADMG, extract_graph
 from pyro_causalgen.handlers import (
     MultiWorldCounterfactual,
     TwinWorldCounterfactual,
@@ -13,6 +15,15 @@ from pyro_causalgen.handlers import (
     gather,
     world_value,
 )
+from pyro_causalgen.identify import (
+    CausalQuery,
+    CounterfactualQuery,
+    NonIdentifiableWarning,
+    Unidentifiable,
+    identify,
+    parse_query,
+)
+from pyro_causalgen.identify.guard import check_identifiable
 from pyro_causalgen.infer import FitHistory, abduct, counterfactual, fit
 from pyro_causalgen.io import load, save
 from pyro_causalgen.mechanisms import (
@@ -29,7 +40,10 @@ from pyro_causalgen.scm import StructuralCausalModel
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADMG",
     "BernoulliMechanism",
+    "CausalQuery",
+    "CounterfactualQuery",
     "CategoricalMechanism",
     "FitHistory",
     "FlowMechanism",
@@ -38,14 +52,20 @@ __all__ = [
     "MechanismDistribution",
     "MultiWorldCounterfactual",
     "NSFMechanism",
+    "NonIdentifiableWarning",
     "StructuralCausalModel",
     "TwinWorldCounterfactual",
+    "Unidentifiable",
     "abduct",
+    "check_identifiable",
     "counterfactual",
     "do",
+    "extract_graph",
     "fit",
     "gather",
+    "identify",
     "load",
+    "parse_query",
     "save",
     "world_value",
 ]

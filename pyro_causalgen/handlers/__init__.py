@@ -1,11 +1,10 @@
 """Effect handlers: interventions and counterfactual worlds with shared noise."""
 
+from pyro_causalgen.errors import CounterfactualError, NoiseRepresentationError
 from pyro_causalgen.handlers.do_messenger import DoMessenger, do, stochastic_site_name
 from pyro_causalgen.handlers.multi_world import MultiWorldCounterfactual, multi_world
 from pyro_causalgen.handlers.noise import (
-    CounterfactualError,
     NoiseForm,
-    NoiseRepresentationError,
     noise_form,
     noise_site_name,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pyro_causalgen.handlers.noise import CounterfactualError
+from pyro_causalgen.errors import CounterfactualError
 from pyro_causalgen.handlers.worlds import FACTUAL, Intervention, WorldsMessenger
 
 

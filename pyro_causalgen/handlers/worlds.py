@@ -21,7 +21,7 @@ the same in every world keeps no world dim, so upstream sites cost one evaluatio
 
 Observations are given to the handler (``observations={...}``); ``obs=`` or
 ``pyro.condition`` on a mechanism site under the handler raise
-:class:`~pyro_causalgen.handlers.noise.CounterfactualError`.
+:class:`~pyro_causalgen.errors.CounterfactualError`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.distributions import constraints
 
-from pyro_causalgen.errors import ShapeError, UnknownSiteError
+from pyro_causalgen.errors import CounterfactualError, ShapeError, UnknownSiteError
 from pyro_causalgen.handlers.noise import (
-    CounterfactualError,
     NoiseForm,
     noise_form,
     noise_site_name,

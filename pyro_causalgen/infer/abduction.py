@@ -35,7 +35,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from torch import Tensor
 
-from pyro_causalgen.handlers.noise import CounterfactualError
+from pyro_causalgen.errors import CounterfactualError
 from pyro_causalgen.handlers.twin_world import TwinWorldCounterfactual
 from pyro_causalgen.handlers.worlds import INFER_NOISE, INFER_OBSERVED
 
