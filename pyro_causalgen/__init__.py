@@ -7,6 +7,7 @@ saving (:func:`save` / :func:`load`), and a graph builder
 (:class:`StructuralCausalModel`).
 """
 
+from pyro_causalgen.flowify import FlowifiedModel, flowify
 from pyro_causalgen.graph import ADMG, extract_graph
 from pyro_causalgen.handlers import (
     MultiWorldCounterfactual,
@@ -46,6 +47,7 @@ __all__ = [
     "CounterfactualQuery",
     "CategoricalMechanism",
     "FitHistory",
+    "FlowifiedModel",
     "FlowMechanism",
     "LocScaleMechanism",
     "MAFMechanism",
@@ -62,6 +64,7 @@ __all__ = [
     "do",
     "extract_graph",
     "fit",
+    "flowify",
     "gather",
     "identify",
     "load",

@@ -35,7 +35,8 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     if not isinstance(config, dict):
         raise CausalModelError(
             f"{type(model).__name__} has no `config`; save its state_dict with "
-            "torch.save(model.state_dict(), path) and rebuild it yourself"
+            "torch.save(model.state_dict(), path) and rebuild it yourself (a "
+            "flowified program: FlowifiedModel.save_state)"
         )
     cls = type(model)
     torch.save(

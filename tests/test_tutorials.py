@@ -6,6 +6,7 @@ and training budgets; this test sets ``CI`` for the kernel.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ TUTORIALS = sorted((Path(__file__).parent.parent / "tutorials").glob("*.ipynb"))
 def test_tutorial_runs(path: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CI", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    root = str(Path(__file__).parent.parent)  # the package, even when not installed
+    paths = (root, os.environ.get("PYTHONPATH"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,

@@ -51,7 +51,9 @@ def _sample_sites(trace: poutine.Trace) -> dict[str, Any]:
     return {
         name: site
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample"
+        if site["type"] == "sample"
+        and type(site["fn"]).__name__ != "_Subsample"
+        and not site["infer"].get("_deterministic", False)  # pyro.deterministic
     }
 
 
