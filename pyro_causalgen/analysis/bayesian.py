@@ -26,9 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from pyro_causalgen.infer.data import prepare_data
-from pyro_causalgen.infer.fit import model_sites
-from pyro_causalgen.scm import model_device, model_dtype
+from pyro_causalgen.infer.fit import prepare_model_data
 
 PREFIX = "param."
 
@@ -118,11 +116,7 @@ def fit_bayesian(
 
     :returns: the :class:`BayesianModel` (its ``guide`` fitted) and the ELBO losses.
     """
-    device, dtype = model_device(model), model_dtype(model)
-    sites = model_sites(model, (), {units_arg: 1})
-    shapes = {n: tuple(s["fn"].event_shape) for n, s in sites.items()}
-    discrete = frozenset(n for n, s in sites.items() if s["fn"].support.is_discrete)
-    tensors = prepare_data(data, shapes, device, dtype, discrete)
+    tensors = prepare_model_data(model, data, (), {units_arg: 1})
     rows = next(iter(tensors.values())).shape[0]
     bayes = BayesianModel(model, prior_scale)
     init = {PREFIX + n: p.detach().clone() for n, p in model.named_parameters()}

@@ -18,9 +18,7 @@ from torch import Tensor, nn
 
 from pyro_causalgen.analysis.effects import MonteCarloEstimate
 from pyro_causalgen.export import to_inference_data
-from pyro_causalgen.infer.data import prepare_data
-from pyro_causalgen.infer.fit import FitHistory, fit, model_sites
-from pyro_causalgen.scm import model_device, model_dtype
+from pyro_causalgen.infer.fit import FitHistory, fit, prepare_model_data
 
 METHODS = ("ensemble", "bootstrap")
 
@@ -93,10 +91,7 @@ def _as_tensors(model: nn.Module, data: Any, fit_kwargs: Mapping) -> dict[str, T
     kwargs = dict(fit_kwargs.get("model_kwargs") or {})
     if units_arg:
         kwargs[units_arg] = 1
-    sites = model_sites(model, fit_kwargs.get("model_args", ()), kwargs)
-    shapes = {n: tuple(s["fn"].event_shape) for n, s in sites.items()}
-    discrete = frozenset(n for n, s in sites.items() if s["fn"].support.is_discrete)
-    return prepare_data(data, shapes, model_device(model), model_dtype(model), discrete)
+    return prepare_model_data(model, data, fit_kwargs.get("model_args", ()), kwargs)
 
 
 @dataclass

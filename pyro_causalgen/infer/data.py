@@ -40,6 +40,7 @@ def prepare_data(
     device: torch.device,
     dtype: torch.dtype,
     discrete: frozenset[str] = frozenset(),
+    optional: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, Tensor]:
     """Validate ``data`` against a model's sites and return tensors on ``device``.
 
@@ -47,6 +48,7 @@ def prepare_data(
         scalar site; ``site[0]``, ``site[1]``, ... for vector sites).
     :param event_shapes: every site the data must cover, with its event shape.
     :param discrete: sites whose values are category indices (kept as ``long``).
+    :param optional: sites taken when the data has them (e.g. ``pyro.deterministic``).
     :returns: ``site -> tensor`` with leading dim ``N`` (the number of rows).
     :raises DataError: naming the column for missing columns, NaN or infinite values,
         non-numeric dtypes, wrong shapes or unequal row counts.
@@ -64,11 +66,16 @@ def prepare_data(
             missing.append(name)
             continue
         out[name] = _to_tensor(name, raw, shape, device, dtype, name in discrete)
+    for name, shape in (optional or {}).items():
+        raw = _frame_columns(data, name, shape) if is_frame else data.get(name)
+        if raw is not None:
+            out[name] = _to_tensor(name, raw, shape, device, dtype, False)
     if missing:
         have = sorted({_frame_owner(c) for c in data.columns} if is_frame else data)
         raise DataError(f"data has no column for site(s) {missing}; it has {have}")
     given = {_frame_owner(c) for c in data.columns} if is_frame else set(data)
-    extra = sorted(c for c in given if c not in event_shapes and c != "weight")
+    known = set(event_shapes) | set(optional or {}) | {"weight"}
+    extra = sorted(c for c in given if c not in known)
     if extra:
         warnings.warn(
             f"data columns {extra} are not sites of the model; ignored", stacklevel=3

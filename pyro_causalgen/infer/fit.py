@@ -51,10 +51,32 @@ def _sample_sites(trace: poutine.Trace) -> dict[str, Any]:
     return {
         name: site
         for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and type(site["fn"]).__name__ != "_Subsample"
-        and not site["infer"].get("_deterministic", False)  # pyro.deterministic
+        if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample"
     }
+
+
+def _is_deterministic(site: dict) -> bool:
+    return bool(site["infer"].get("_deterministic", False))
+
+
+def prepare_model_data(
+    model: Callable,
+    data: Mapping[str, Any] | Any,
+    model_args: Sequence = (),
+    model_kwargs: Mapping | None = None,
+) -> dict[str, Tensor]:
+    """Check ``data`` against the model's sites; tensors on the model's device.
+
+    Every stochastic site needs a column; ``pyro.deterministic`` sites are taken when
+    present (then their value is observed) and computed by the program otherwise.
+    """
+    assert isinstance(model, nn.Module)
+    sites = model_sites(model, model_args, model_kwargs)
+    shapes = {n: tuple(s["fn"].event_shape) for n, s in sites.items()}
+    optional = {n: shapes.pop(n) for n, s in sites.items() if _is_deterministic(s)}
+    discrete = frozenset(n for n, s in sites.items() if s["fn"].support.is_discrete)
+    device, dtype = model_device(model), model_dtype(model)
+    return prepare_data(data, shapes, device, dtype, discrete, optional)
 
 
 def model_sites(
@@ -81,7 +103,11 @@ def negative_log_likelihood(
     trace = poutine.trace(poutine.condition(model, data=batch)).get_trace(
         *args, **kwargs
     )
-    latent = [n for n, s in _sample_sites(trace).items() if not s["is_observed"]]
+    latent = [
+        n
+        for n, s in _sample_sites(trace).items()
+        if not s["is_observed"] and not _is_deterministic(s)
+    ]
     if latent:
         raise DataError(
             f"site(s) {latent} are not observed: fit() needs fully observed data "
@@ -137,15 +163,12 @@ def fit(
         True
     """
     model_kwargs = dict(model_kwargs or {})
-    device, dtype = model_device(model), model_dtype(model)
+    device = model_device(model)
 
     def call_kwargs(rows: int) -> dict[str, Any]:
         return {**model_kwargs, units_arg: rows} if units_arg else model_kwargs
 
-    sites = model_sites(model, model_args, call_kwargs(1))
-    shapes = {n: tuple(s["fn"].event_shape) for n, s in sites.items()}
-    discrete = frozenset(n for n, s in sites.items() if s["fn"].support.is_discrete)
-    tensors = prepare_data(data, shapes, device, dtype, discrete)
+    tensors = prepare_model_data(model, data, model_args, call_kwargs(1))
     n_rows = next(iter(tensors.values())).shape[0]
     gen = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
     if seed is None:
