@@ -22,6 +22,7 @@ from pyro_causalgen.mechanisms.image import (
     quantize,
 )
 from pyro_causalgen.mechanisms.locscale import LocScaleMechanism
+from pyro_causalgen.mechanisms.stacked import StackedFlowMechanism, StackedFlows
 
 __all__ = [
     "BernoulliMechanism",
@@ -35,6 +36,8 @@ __all__ = [
     "Mechanism",
     "MechanismDistribution",
     "NSFMechanism",
+    "StackedFlowMechanism",
+    "StackedFlows",
     "ToNoiseTransform",
     "bits_per_dim",
     "dequantize",

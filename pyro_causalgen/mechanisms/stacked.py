@@ -1,0 +1,454 @@
+"""Stacked flow mechanisms: many scalar sites' flows evaluated in one batched call.
+
+A causal model with one small flow per variable spends most of a training step in
+Python and kernel-launch overhead: ``S`` sites times ``L`` flow layers times a few
+linear layers each. :class:`StackedFlows` holds the hyper-networks of ``S`` scalar-site
+NSF (or MAF) mechanisms as stacked tensors, shape ``(S * L, in, out)``, and scores all
+sites of a data batch with one :func:`torch.baddbmm` per hyper-network layer and one
+spline (or affine) evaluation per flow layer, whatever ``S`` is.
+
+The mechanisms stay per site: :attr:`StackedFlows.views` holds one
+:class:`StackedFlowMechanism` per site, an ordinary
+:class:`~pyro_causalgen.mechanisms.base.Mechanism` that returns a
+:class:`~pyro_causalgen.mechanisms.distribution.MechanismDistribution` (exact inverse,
+``noise`` / ``from_noise``, its own standardisation) and stands at its own
+``pyro.sample`` site, so interventions and counterfactual handlers see nothing new.
+Each site's flow is the same function as a zuko ``NSF`` / ``MAF`` with ``features=1``
+(weights convert both ways with :meth:`StackedFlows.from_mechanisms` and
+:meth:`StackedFlows.unstack`); site ``j`` reads only its own parents' columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions.transforms import Transform
+from zuko.transforms import (
+    ComposedTransform,
+    DependentTransform,
+    MonotonicAffineTransform,
+    MonotonicRQSTransform,
+)
+from zuko.utils import unpack
+
+from pyro_causalgen.errors import DataError, ShapeError
+from pyro_causalgen.mechanisms.base import Mechanism, Shape, _as_shape, _numel
+from pyro_causalgen.mechanisms.flows import FlowMechanism
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class StackedFlowMechanism(Mechanism):
+    """One site of a :class:`StackedFlows` group: a scalar flow mechanism.
+
+    Built by its group, never directly. It owns its standardisation buffers; its flow
+    weights are slices of the group's stacked tensors (so ``parameters()`` of a view is
+    empty: optimise, move and save the group, or the model holding it). Called with
+    its parents it returns a ``MechanismDistribution`` with batch shape ``(*batch,)``
+    and event shape ``()``.
+
+    Example::
+
+        >>> group = StackedFlows({"x": [], "y": ["x"]}, hidden_features=(8,))
+        >>> d = group.views["y"](x=torch.randn(4))
+        >>> u = torch.randn(4)
+        >>> torch.allclose(d.noise(d.from_noise(u)), u, atol=1e-5)
+        True
+    """
+
+    def __init__(
+        self,
+        group: StackedFlows,
+        parents: Mapping[str, Shape],
+        name: str,
+    ) -> None:
+        super().__init__((), parents, name)
+        # a plain attribute, not a submodule: the group owns this view, not vice versa
+        object.__setattr__(self, "_group", group)
+
+    @property
+    def group(self) -> StackedFlows:
+        """The :class:`StackedFlows` holding this site's weights."""
+        return self._group  # type: ignore[no-any-return]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config of the equivalent :class:`FlowMechanism` (see :meth:`unstack`)."""
+        return {**super().config, **self.group.flow_config}
+
+    def flow_transform(self, context: Tensor | None) -> Transform:
+        return self.group.site_transform(self.name, context)  # type: ignore[arg-type]
+
+    def unstack(self) -> FlowMechanism:
+        """A standalone :class:`FlowMechanism` computing the same function."""
+        return self.group.unstack([self.name])[self.name]  # type: ignore[index]
+
+
+class StackedFlows(nn.Module):
+    """Hyper-networks of ``S`` scalar-site flow mechanisms, stacked for batched calls.
+
+    Site ``j`` with ``C_j`` context features (its parents, flattened in order) has
+    ``L = transforms`` flow layers; each layer's parameters come from its own MLP of the
+    standardised context, exactly as in a zuko ``NSF(features=1, context=C_j)``. The
+    MLP weights of all non-root sites are stored as ``weights[k]`` of shape
+    ``(S_ctx * L, in_k, out_k)`` (the first layer's input padded to the widest context,
+    with zero weights and a zero input in the padding); root sites' layer parameters
+    are ``root_phi``, ``(S_root, L, P)``.
+
+    :param parents: ordered mapping ``site -> parents``; parents are a mapping
+        ``name -> event shape`` or a sequence of scalar parent names. Every site is a
+        scalar; parents may be vectors (flattened into the context).
+    :param flow: ``"nsf"`` (rational-quadratic splines) or ``"maf"`` (affine).
+    :param transforms: flow layers per site.
+    :param hidden_features: hidden widths of each hyper-network.
+    :param bins: spline bins (NSF only).
+
+    Example::
+
+        >>> group = StackedFlows({"a": [], "b": ["a"], "c": ["a", "b"]}, transforms=2)
+        >>> data = {k: torch.randn(5) for k in "abc"}
+        >>> group.log_prob_sites(data).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        parents: Mapping[str, Mapping[str, Any] | Sequence[str]],
+        flow: str = "nsf",
+        transforms: int = 3,
+        hidden_features: Sequence[int] = (64, 64),
+        bins: int = 8,
+    ) -> None:
+        super().__init__()
+        flow = flow.lower()
+        if flow not in ("nsf", "maf"):
+            raise ValueError(f"StackedFlows: unknown flow {flow!r}; use 'nsf' or 'maf'")
+        if not parents:
+            raise ShapeError("StackedFlows needs at least one site")
+        self.flow = flow
+        self.transforms = int(transforms)
+        self.hidden_features = tuple(int(h) for h in hidden_features)
+        self.bins = int(bins)
+        if flow == "nsf":
+            self._univariate: Any = partial(MonotonicRQSTransform, slope=1e-3)
+            self.shapes: list[tuple[int, ...]] = [(bins,), (bins,), (bins - 1,)]
+        else:
+            self._univariate = partial(MonotonicAffineTransform, slope=1e-3)
+            self.shapes = [(), ()]
+        self.total = sum(_numel(s) for s in self.shapes)
+
+        site_parents: dict[str, dict[str, Shape]] = {}
+        for site, pas in parents.items():
+            if not isinstance(pas, Mapping):
+                pas = {p: () for p in pas}
+            site_parents[site] = {p: _as_shape(s) for p, s in pas.items()}
+        self.sites: list[str] = list(site_parents)
+        self.site_parents = site_parents
+        self.views = nn.ModuleDict(
+            {s: StackedFlowMechanism(self, pas, s) for s, pas in site_parents.items()}
+        )
+        # internal order: sites with a context first, then roots
+        self._ctx_sites = [s for s in self.sites if site_parents[s]]
+        self._root_sites = [s for s in self.sites if not site_parents[s]]
+        self._internal = self._ctx_sites + self._root_sites
+        self._slot = {s: i for i, s in enumerate(self._internal)}
+
+        # context columns: every parent once, flattened, in order of first use
+        inputs: dict[str, Shape] = {}
+        for pas in site_parents.values():
+            for p, shape in pas.items():
+                if inputs.setdefault(p, shape) != shape:
+                    raise ShapeError(
+                        f"StackedFlows: parent '{p}' has event shape {inputs[p]} for "
+                        f"one site and {shape} for another"
+                    )
+        self.inputs = inputs
+        offsets, col = {}, 0
+        for p, shape in inputs.items():
+            offsets[p], col = col, col + _numel(shape)
+        self._pad_column = col  # index of the all-zero padding column
+        widths = [self.views[s].context_features for s in self._ctx_sites]
+        self._context_widths = widths
+        self.max_context = max(widths, default=0)
+        index = torch.full((len(widths), self.max_context), col, dtype=torch.long)
+        for i, s in enumerate(self._ctx_sites):
+            cols = [
+                offsets[p] + k
+                for p, shape in site_parents[s].items()
+                for k in range(_numel(shape))
+            ]
+            index[i, : len(cols)] = torch.tensor(cols)
+        self.register_buffer("context_index", index, persistent=False)
+        # where each site's context standardisation sits in the concatenated buffers
+        loc_index = torch.full((len(widths), self.max_context), sum(widths))
+        start = 0
+        for i, w in enumerate(widths):
+            loc_index[i, :w] = torch.arange(start, start + w)
+            start += w
+        self.register_buffer("_loc_index", loc_index, persistent=False)
+
+        L, G = self.transforms, len(self._ctx_sites) * self.transforms
+        dims = [self.max_context, *self.hidden_features, self.total]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.zeros(G, i, o)) for i, o in zip(dims[:-1], dims[1:])
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(G, 1, o)) for o in dims[1:]
+        )
+        self.root_phi = nn.Parameter(torch.randn(len(self._root_sites), L, self.total))
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ set-up
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s default initialisation, per site (fan-in without padding)."""
+        L = self.transforms
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            for i, width in enumerate(self._context_widths):
+                fan_in = width if k == 0 else w.shape[1]
+                bound = 1 / math.sqrt(fan_in)
+                rows = slice(i * L, (i + 1) * L)
+                w[rows].zero_()
+                w[rows, :fan_in].uniform_(-bound, bound)
+                b[rows].uniform_(-bound, bound)
+        self.root_phi.normal_()
+
+    @property
+    def flow_config(self) -> dict[str, Any]:
+        """Flow options shared by every site (as :class:`FlowMechanism` takes them)."""
+        return {
+            "flow": self.flow,
+            "transforms": self.transforms,
+            "hidden_features": self.hidden_features,
+            "bins": self.bins,
+        }
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this group (for save / load)."""
+        parents = {s: dict(p) for s, p in self.site_parents.items()}
+        return {"parents": parents, **self.flow_config}
+
+    def extra_repr(self) -> str:
+        return f"sites={self.sites}, flow={self.flow!r}, transforms={self.transforms}"
+
+    # --------------------------------------------------------------- per site
+    def _site_mlp(self, slot: int, context: Tensor) -> Tensor:
+        """Hyper-network outputs of one site's ``L`` layers, ``(*batch, L, P)``."""
+        L, width = self.transforms, self._context_widths[slot]
+        if context.shape[-1] != width:
+            raise ShapeError(
+                f"StackedFlows: site '{self._internal[slot]}' takes {width} context "
+                f"features, got shape {tuple(context.shape)}"
+            )
+        rows = slice(slot * L, (slot + 1) * L)
+        batch = context.shape[:-1]
+        h = context.reshape(1, -1, width).expand(L, -1, -1)  # (L, rows, C)
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b[rows], h, w[rows, :width] if k == 0 else w[rows])
+            if k < last:
+                h = torch.relu(h)
+        return h.transpose(0, 1).reshape(*batch, L, self.total)
+
+    def site_phi(self, site: str, context: Tensor | None) -> Tensor:
+        """Flow-layer parameters of ``site``: ``(*batch, L, P)`` (``(L, P)`` at roots).
+
+        :param context: the site's standardised context, ``(*batch, C)``.
+        """
+        slot = self._slot[site]
+        if slot >= len(self._ctx_sites):
+            return self.root_phi[slot - len(self._ctx_sites)]
+        if context is None:
+            raise ShapeError(f"StackedFlows: site '{site}' needs a context")
+        return self._site_mlp(slot, context)
+
+    def _layer(self, phi: Tensor) -> Transform:
+        return self._univariate(*unpack(phi, self.shapes))
+
+    def site_transform(self, site: str, context: Tensor | None) -> Transform:
+        """Map standardised data ``(*batch, 1)`` to noise for one site (event dim 1)."""
+        phi = self.site_phi(site, context)
+        return ComposedTransform(
+            *(
+                DependentTransform(self._layer(phi[..., i : i + 1, :]), 1)
+                for i in range(self.transforms)
+            )
+        )
+
+    # ---------------------------------------------------------------- batched
+    def _column(self, data: Mapping[str, Tensor], name: str, ref: Tensor) -> Tensor:
+        try:
+            value = data[name]
+        except KeyError:
+            raise DataError(
+                f"StackedFlows: no data for '{name}'; got columns {sorted(data)}"
+            ) from None
+        if not isinstance(value, Tensor):
+            value = torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
+        if value.device != ref.device:
+            raise DataError(
+                f"StackedFlows: column '{name}' is on {value.device} but the model is "
+                f"on {ref.device}"
+            )
+        return value.to(ref.dtype)
+
+    def log_prob_sites(self, data: Mapping[str, Tensor]) -> Tensor:
+        """Every site's ``log p(x_s | pa_s)`` in one batched pass, ``(*batch, S)``.
+
+        :param data: raw (unstandardised) values: ``(*batch,)`` for each site and
+            ``(*batch, *event)`` for each parent; batch shapes broadcast.
+        :returns: log densities in the order of :attr:`sites`.
+        """
+        lp = self._log_prob_internal(data)
+        order = [self._slot[s] for s in self.sites]
+        if order != list(range(len(order))):
+            lp = lp[..., order]
+        return lp
+
+    def log_prob_sum(self, data: Mapping[str, Tensor]) -> Tensor:
+        """``sum_s log p(x_s | pa_s)`` per row, ``(*batch,)``."""
+        return self._log_prob_internal(data).sum(-1)
+
+    def _log_prob_internal(self, data: Mapping[str, Tensor]) -> Tensor:
+        ref = self.root_phi
+        views = [self.views[s] for s in self._internal]
+        values = [self._column(data, s, ref) for s in self._internal]
+        columns = [self._column(data, p, ref) for p in self.inputs]
+        batch_shapes = [v.shape for v in values]
+        for (p, shape), c in zip(self.inputs.items(), columns):
+            k = len(shape)
+            if tuple(c.shape[c.dim() - k :]) != shape or c.dim() < k:
+                raise ShapeError(
+                    f"StackedFlows: parent '{p}' has shape {tuple(c.shape)}, "
+                    f"expected (*batch, {', '.join(map(str, shape))})"
+                )
+            batch_shapes.append(c.shape[: c.dim() - k])
+        try:
+            batch = torch.broadcast_shapes(*batch_shapes)
+        except RuntimeError as err:
+            raise ShapeError(
+                f"StackedFlows: batch shapes of {self.sites} and "
+                f"their parents do not broadcast"
+            ) from err
+        rows = _numel(tuple(batch))
+        x = torch.stack([v.expand(batch) for v in values], -1).reshape(rows, -1)
+        loc = torch.stack([v.value_loc for v in views])
+        scale = torch.stack([v.value_scale for v in views])
+        z = ((x - loc) / scale).T  # (S, rows)
+
+        L, n_ctx = self.transforms, len(self._ctx_sites)
+        phis = []
+        if n_ctx:
+            cols = [
+                c.expand(*batch, *shape).reshape(rows, -1)
+                for c, shape in zip(columns, self.inputs.values())
+            ]
+            cols.append(torch.zeros_like(x[:, :1]))
+            ctx = torch.cat(cols, -1)[:, self.context_index]  # (rows, S_ctx, Cmax)
+            ctx_views = views[:n_ctx]
+            pad0, pad1 = ref.new_zeros(1), ref.new_ones(1)
+            cloc = torch.cat([v.context_loc for v in ctx_views] + [pad0])
+            cscale = torch.cat([v.context_scale for v in ctx_views] + [pad1])
+            ctx = (ctx - cloc[self._loc_index]) / cscale[self._loc_index]
+            h = ctx.transpose(0, 1).unsqueeze(1).expand(n_ctx, L, rows, -1)
+            h = h.reshape(n_ctx * L, rows, self.max_context)
+            last = len(self.weights) - 1
+            for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+                h = torch.baddbmm(b, h, w)
+                if k < last:
+                    h = torch.relu(h)
+            phis.append(h.view(n_ctx, L, rows, self.total))
+        if self._root_sites:
+            phis.append(self.root_phi[:, :, None, :].expand(-1, -1, rows, -1))
+        phi = torch.cat(phis, 0) if len(phis) > 1 else phis[0]  # (S, L, rows, P)
+
+        ladj = torch.zeros_like(z)
+        for layer in range(L):
+            z, a = self._layer(phi[:, layer]).call_and_ladj(z)
+            ladj = ladj + a
+        lp = ladj - 0.5 * z.square() - _HALF_LOG_2PI - scale.log()[:, None]
+        return lp.T.reshape(*batch, -1)
+
+    # ------------------------------------------------------------- conversion
+    @classmethod
+    def from_mechanisms(cls, mechanisms: Mapping[str, FlowMechanism]) -> StackedFlows:
+        """Stack scalar :class:`FlowMechanism` s that share their flow options.
+
+        Weights and standardisation are copied: each view computes the same function
+        as the mechanism it came from.
+
+        :raises ShapeError: naming a site that is not a scalar flow or whose options
+            differ from the first site's.
+        """
+        items = list(mechanisms.items())
+        if not items:
+            raise ShapeError("from_mechanisms needs at least one mechanism")
+        first = items[0][1]
+        opts = {
+            k: first.config[k]
+            for k in ("flow", "transforms", "hidden_features", "bins")
+        }
+        for name, mech in items:
+            if not isinstance(mech, FlowMechanism) or mech.event_shape != ():
+                raise ShapeError(f"site '{name}' is not a scalar FlowMechanism")
+            other = {k: mech.config[k] for k in opts}
+            if other != opts:
+                raise ShapeError(
+                    f"site '{name}' has flow options {other}, the group has {opts}"
+                )
+        group = cls({n: m.parents for n, m in items}, **opts)
+        group.to(first.value_loc)
+        with torch.no_grad():
+            for name, mech in items:
+                group._copy_site(name, mech, to_group=True)
+        return group
+
+    def unstack(self, sites: Sequence[str] | None = None) -> dict[str, FlowMechanism]:
+        """Standalone :class:`FlowMechanism` s computing the same functions."""
+        out: dict[str, FlowMechanism] = {}
+        for name in self.sites if sites is None else sites:
+            view = self.views[name]
+            mech = FlowMechanism(
+                parents=view.parents, name=name, **self.flow_config
+            ).to(self.root_phi)
+            with torch.no_grad():
+                self._copy_site(name, mech, to_group=False)
+            out[name] = mech
+        return out
+
+    def _copy_site(self, name: str, mech: FlowMechanism, to_group: bool) -> None:
+        view, slot, L = self.views[name], self._slot[name], self.transforms
+        for buf in ("value_loc", "value_scale", "context_loc", "context_scale"):
+            src, dst = getattr(mech, buf), getattr(view, buf)
+            (dst if to_group else src).copy_(src if to_group else dst)
+        layers = list(mech.net.transform.transforms)  # zuko ElementWiseTransforms
+        for li, layer in enumerate(layers):
+            if slot >= len(self._ctx_sites):
+                row = self.root_phi[slot - len(self._ctx_sites), li]
+                flat = torch.cat([p.reshape(-1) for p in layer.phi])
+                if to_group:
+                    row.copy_(flat)
+                else:
+                    for p, chunk in zip(
+                        layer.phi, row.split([p.numel() for p in layer.phi])
+                    ):
+                        p.copy_(chunk.view_as(p))
+                continue
+            linears = [m for m in layer.hyper if hasattr(m, "weight")]
+            width = self._context_widths[slot]
+            for k, lin in enumerate(linears):
+                w = self.weights[k][slot * L + li]
+                w = w[:width] if k == 0 else w
+                b = self.biases[k][slot * L + li, 0]
+                if to_group:
+                    w.copy_(lin.weight.T)
+                    b.copy_(lin.bias)
+                else:
+                    lin.weight.copy_(w.T)
+                    lin.bias.copy_(b)

@@ -1,0 +1,276 @@
+"""Stacked flow mechanisms: batched scoring equals per-site scoring, exactly."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyro_causalgen import StructuralCausalModel, fit, load, save
+from pyro_causalgen.errors import DataError
+from pyro_causalgen.mechanisms import FlowMechanism, MechanismDistribution
+from pyro_causalgen.mechanisms.stacked import StackedFlowMechanism, StackedFlows
+
+# a DAG with roots, vector parents, a wide fan-in and one site without children
+PARENTS = {"a": {}, "b": {"a": ()}, "v": {}, "c": {"a": (), "v": (3,)}, "d": {}}
+FLOWS = ["nsf", "maf"]
+
+
+def _tol(dtype: torch.dtype) -> dict:
+    return {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-9}
+
+
+def _data(n, device, dtype, gen_seed=0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(gen_seed)
+    out = {k: 1.5 * torch.randn(n, generator=g) + 0.5 for k in "abcd"}
+    out["v"] = torch.randn(n, 3, generator=g)
+    return {k: v.to(device=device, dtype=dtype) for k, v in out.items()}
+
+
+def _group(flow, device, dtype) -> StackedFlows:
+    parents = {k: v for k, v in PARENTS.items() if k != "v"}
+    group = StackedFlows(parents, flow=flow, transforms=2, hidden_features=(8, 6))
+    group = group.to(device=device, dtype=dtype)
+    with torch.no_grad():  # move away from the initialisation and unit standardisation
+        for p in group.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        for view in group.views.values():
+            view.value_loc.add_(0.4)
+            view.value_scale.mul_(1.7)
+            view.context_loc.add_(0.2)
+            view.context_scale.mul_(1.3)
+    return group
+
+
+def _per_site(group: StackedFlows, data) -> torch.Tensor:
+    cols = []
+    for s in group.sites:
+        view = group.views[s]
+        pa = {p: data[p] for p in view.parents}
+        cols.append(view(**pa).log_prob(data[s]).expand(data["a"].shape))
+    return torch.stack(cols, -1)
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_batched_log_prob_equals_views_and_zuko(flow, device, dtype):
+    group = _group(flow, device, dtype)
+    data = _data(7, device, dtype)
+    batched = group.log_prob_sites(data)
+    assert batched.shape == (7, 4) and batched.device.type == device.type
+    assert torch.allclose(batched, _per_site(group, data), **_tol(dtype))
+    # the per-site flow is a zuko flow: unstacked FlowMechanisms agree
+    mechs = group.unstack()
+    assert all(isinstance(m, FlowMechanism) for m in mechs.values())
+    for i, s in enumerate(group.sites):
+        pa = {p: data[p] for p in mechs[s].parents}
+        ref = mechs[s](**pa).log_prob(data[s])
+        assert torch.allclose(batched[:, i], ref.expand(7), **_tol(dtype)), s
+    # and stacking them back is exact
+    again = StackedFlows.from_mechanisms(mechs)
+    assert torch.allclose(again.log_prob_sites(data), batched, **_tol(dtype))
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_views_are_mechanisms_with_exact_inverse(flow, device, dtype):
+    group = _group(flow, device, dtype)
+    view = group.views["c"]
+    assert isinstance(view, StackedFlowMechanism)
+    a = torch.randn(2, 1, 5, device=device, dtype=dtype)  # extra leading batch dims
+    v = torch.randn(5, 3, device=device, dtype=dtype)
+    d = view(a=a, v=v)
+    assert isinstance(d, MechanismDistribution) and d.batch_shape == (2, 1, 5)
+    u = torch.randn(2, 1, 5, device=device, dtype=dtype)
+    x = d.from_noise(u)
+    assert x.shape == u.shape and x.dtype == dtype
+    assert torch.allclose(d.noise(x), u, **_tol(dtype))
+    # log_prob is the change of variables through the noise map
+    x = x.detach().requires_grad_(True)
+    uu = d.noise(x)
+    (grad,) = torch.autograd.grad(uu.sum(), x)
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(uu) + grad.abs().log()
+    assert torch.allclose(d.log_prob(x), expected, **_tol(dtype))
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_gradients_reach_every_parameter(flow, device, dtype):
+    group = _group(flow, device, dtype)
+    group.log_prob_sum(_data(16, device, dtype)).sum().backward()
+    for name, p in group.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_padding_weights_get_no_gradient(device):
+    group = _group("nsf", device, torch.float32)
+    group.log_prob_sum(_data(16, device, torch.float32)).sum().backward()
+    L = group.transforms
+    for slot, width in enumerate(group._context_widths):
+        pad = group.weights[0].grad[slot * L : (slot + 1) * L, width:]
+        assert torch.all(pad == 0), group._internal[slot]
+
+
+@pytest.mark.parametrize("site,non_parents", [("b", ["c", "d", "v"]), ("d", "abcv")])
+def test_no_information_leaks_between_sites(site, non_parents, device, dtype):
+    group = _group("nsf", device, dtype)
+    data = _data(9, device, dtype)
+    i = group.sites.index(site)
+    before = group.log_prob_sites(data)[:, i]
+    for other in non_parents:
+        moved = dict(data)
+        moved[other] = data[other] + 3.0 * torch.randn_like(data[other])
+        after = group.log_prob_sites(moved)[:, i]
+        assert torch.equal(before, after), f"{site} depends on non-parent {other}"
+    # sanity: the check can fail, moving a parent (or the site) changes it
+    moved = dict(data)
+    moved["a" if site == "b" else site] = data["a" if site == "b" else site] + 1.0
+    assert not torch.equal(before, group.log_prob_sites(moved)[:, i])
+
+
+def _scm(flow, device, dtype, stack=True) -> StructuralCausalModel:
+    scm = StructuralCausalModel(
+        {"a": [], "b": ["a"], "v": [], "c": ["a", "v"], "d": []},
+        shapes={"v": (3,)},
+        mechanism={"a": flow, "b": flow, "v": "nsf", "c": flow, "d": "locscale"},
+        mechanism_kwargs={
+            k: {"transforms": 2, "hidden_features": (8,)} for k in ("a", "b", "c", "v")
+        },
+        stack=stack,
+    )
+    return scm.to(device=device, dtype=dtype)
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_scm_stacks_scalar_flows_and_scores_like_the_pyro_trace(flow, device, dtype):
+    scm = StructuralCausalModel(
+        {"a": [], "b": ["a"], "v": [], "c": ["a", "v"], "d": []},
+        shapes={"v": (3,)},
+        mechanism={"a": flow, "b": flow, "v": flow, "c": flow, "d": "locscale"},
+        mechanism_kwargs={
+            "a": {"transforms": 2},
+            "b": {"transforms": 2},
+            "c": {"transforms": 2},
+            "v": {"transforms": 2},
+        },
+    ).to(device=device, dtype=dtype)
+    assert [g.sites for g in scm.stacks] == [["a", "b", "c"]]
+    assert sorted(scm.unstacked) == ["d", "v"]  # vector and loc-scale sites stay
+    data = _data(6, device, dtype)
+    fit(scm, data, epochs=1, seed=0, batch_size=4)
+    lp = scm.log_prob_data(data)
+    trace = poutine.trace(poutine.condition(scm, data=data)).get_trace(n=6)
+    assert torch.allclose(lp.sum(), trace.log_prob_sum(), **_tol(dtype))
+    per_site = sum(
+        scm.mechanism(s)(**{p: data[p] for p in scm.parents[s]}).log_prob(data[s])
+        for s in scm.variables
+    )
+    assert torch.allclose(lp, per_site, **_tol(dtype))
+
+
+def test_stacked_and_unstacked_models_define_the_same_distribution(device, dtype):
+    stacked = _scm("nsf", device, dtype)
+    plain = _scm("nsf", device, dtype, stack=False)
+    group = stacked.stacks[0]
+    with torch.no_grad():
+        for s, mech in group.unstack().items():  # copy the stacked weights over
+            plain.unstacked[s].load_state_dict(mech.state_dict())
+        plain.unstacked["v"].load_state_dict(stacked.unstacked["v"].state_dict())
+        plain.unstacked["d"].load_state_dict(stacked.unstacked["d"].state_dict())
+    data = _data(5, device, dtype)
+    assert torch.allclose(
+        stacked.log_prob_data(data), plain.log_prob_data(data), **_tol(dtype)
+    )
+    # sampling follows the topological order with the same noise
+    pyro.set_rng_seed(3)
+    x1 = stacked(n=4)
+    pyro.set_rng_seed(3)
+    x2 = plain(n=4)
+    for k in x1:
+        assert torch.allclose(x1[k], x2[k], **_tol(dtype)), k
+
+
+def test_sampling_is_in_topological_order_and_consistent(device):
+    scm = _scm("nsf", device, torch.float32)
+    trace = poutine.trace(scm).get_trace(n=50)
+    names = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
+    assert [n for n in names if n != "units"] == scm.variables
+    # each sampled value is its mechanism's image of the noise it abducts to
+    for s in scm.variables:
+        fn = trace.nodes[s]["fn"]
+        x = trace.nodes[s]["value"]
+        assert torch.allclose(fn.from_noise(fn.noise(x)), x, atol=1e-4), s
+    vals = {s: trace.nodes[s]["value"] for s in scm.variables}
+    b_fn = scm.mechanism("b")(a=vals["a"])
+    assert torch.allclose(
+        b_fn.log_prob(vals["b"]), trace.nodes["b"]["fn"].log_prob(vals["b"])
+    )
+
+
+def test_interventions_reach_stacked_sites(device):
+    from pyro_causalgen import do
+
+    scm = _scm("nsf", device, torch.float32)
+    pyro.set_rng_seed(1)
+    base = scm(n=20)
+    pyro.set_rng_seed(1)
+    out = do(scm, {"a": torch.tensor(2.0, device=device)})(n=20)
+    assert torch.all(out["a"] == 2.0)
+    assert torch.allclose(out["d"], base["d"]) and not torch.allclose(
+        out["b"], base["b"]
+    )
+    # counterfactual by abduction through the view: b's noise is kept
+    u = scm.mechanism("b")(a=base["a"]).noise(base["b"])
+    cf = scm.mechanism("b")(a=out["a"]).from_noise(u)
+    assert torch.allclose(cf, out["b"], atol=1e-4)
+
+
+def test_save_load_round_trips_exactly(tmp_path, device):
+    scm = _scm("maf", device, torch.float32)
+    data = _data(120, device, torch.float32)
+    fit(scm, data, epochs=2, seed=0)
+    save(scm, tmp_path / "m.pt")
+    loaded = load(tmp_path / "m.pt", map_location=device)
+    assert loaded.config == scm.config and loaded.config["stack"] is True
+    state = scm.state_dict()
+    assert state.keys() == loaded.state_dict().keys()
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert loaded.mechanism("b").value_loc.item() != 0.0  # standardisation survived
+    assert torch.equal(loaded.log_prob_data(data), scm.log_prob_data(data))
+    group = scm.stacks[0]
+    save(group, tmp_path / "g.pt")
+    assert torch.equal(
+        load(tmp_path / "g.pt").log_prob_sites(data), group.log_prob_sites(data)
+    )
+
+
+def test_fit_with_stacking_matches_per_site_training():
+    """One step of fit on a stacked model equals one step on the unstacked model."""
+    torch.manual_seed(0)
+    data = _data(64, "cpu", torch.float64)
+    stacked = _scm("nsf", "cpu", torch.float64)
+    plain = _scm("nsf", "cpu", torch.float64, stack=False)
+    for s, mech in stacked.stacks[0].unstack().items():
+        plain.unstacked[s].load_state_dict(mech.state_dict())
+    for s in ("v", "d"):
+        plain.unstacked[s].load_state_dict(stacked.unstacked[s].state_dict())
+    h1 = fit(stacked, data, epochs=1, batch_size=64, val_fraction=0.0, seed=0)
+    h2 = fit(plain, data, epochs=1, batch_size=64, val_fraction=0.0, seed=0)
+    assert h1.train_loss[0] == pytest.approx(h2.train_loss[0], rel=1e-10)
+    for s, mech in stacked.stacks[0].unstack().items():
+        for k, v in mech.state_dict().items():
+            assert torch.allclose(v, plain.unstacked[s].state_dict()[k], atol=1e-10), k
+
+
+def test_bad_inputs_name_the_column(device):
+    group = _group("nsf", device, torch.float32)
+    data = _data(3, device, torch.float32)
+    del data["v"]
+    with pytest.raises(DataError, match="'v'"):
+        group.log_prob_sites(data)
+    with pytest.raises(ValueError, match="unknown flow"):
+        StackedFlows({"a": []}, flow="realnvp")
+    scm = _scm("nsf", device, torch.float32)
+    with pytest.raises(DataError, match=r"\['c'\]"):
+        scm.log_prob_data(
+            {k: v for k, v in _data(3, device, torch.float32).items() if k != "c"}
+        )
