@@ -6,6 +6,7 @@ Usage::
     python3 tools/bootstrap.py demo    # set up, then run the end-to-end example
     python3 tools/bootstrap.py test    # set up, then run the test suite (fast tier)
     python3 tools/bootstrap.py test --slow   # also the slow statistical tier
+                                             # (always on when CI is set)
 
 Only the Python standard library is used here. The environment lives in ``.venv``.
 
@@ -72,7 +73,10 @@ def main(argv: list[str]) -> int:
     if argv[0] == "demo":
         _run(python, "-m", "pyro_causalgen.examples.quickstart", *argv[1:])
     elif argv[0] == "test":
-        _run(python, "-m", "pytest", *argv[1:])
+        extra = list(argv[1:])
+        if os.environ.get("CI") and "--slow" not in extra:
+            extra.append("--slow")  # CI has the time for the slow statistical tier
+        _run(python, "-m", "pytest", *extra)
     return 0
 
 
