@@ -3,7 +3,7 @@
 
 Usage::
 
-    python3 tools/bootstrap.py demo    # set up, then run the end-to-end example
+    python3 tools/bootstrap.py demo    # set up, then run `causalgen demo`
     python3 tools/bootstrap.py test    # set up, then run the test suite (fast tier)
     python3 tools/bootstrap.py test --slow   # also the slow statistical tier
                                              # (always on when CI is set)
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
         return 2
     python = setup()
     if argv[0] == "demo":
-        _run(python, "-m", "pyro_causalgen.examples.quickstart", *argv[1:])
+        _run(python, "-m", "pyro_causalgen", "demo", *argv[1:])
     elif argv[0] == "test":
         extra = list(argv[1:])
         if os.environ.get("CI") and "--slow" not in extra:

@@ -1,1 +1,0 @@
-"""Runnable end-to-end examples (``python -m pyro_causalgen.examples.quickstart``)."""
