@@ -2,7 +2,7 @@
 PY := python3 tools/bootstrap.py
 VENV := .venv/bin
 
-.PHONY: demo test test-all lint bench setup
+.PHONY: demo test test-all lint bench setup docs
 
 setup:
 	$(PY) setup
@@ -23,3 +23,7 @@ lint: setup
 
 bench: setup
 	$(VENV)/python benchmarks/bench_foundation.py
+
+docs: setup
+	$(VENV)/python -m pip install -q -e ".[docs]"
+	$(VENV)/python -m sphinx -b html -W --keep-going docs docs/_build/html
