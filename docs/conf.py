@@ -1,4 +1,4 @@
-"""Sphinx configuration: API reference by autodoc, tutorials by nbsphinx (not executed)."""
+"""Sphinx configuration: API by autodoc, tutorials by nbsphinx (never executed)."""
 
 import os
 import shutil
