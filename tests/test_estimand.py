@@ -103,3 +103,68 @@ def test_data_errors():
         r.estimand.evaluate(pd.DataFrame({"X": [0, None], "Y": [1, 1]}))
     with pytest.raises(DataError, match="DataFrame"):
         r.estimand.evaluate({"X": [0], "Y": [1]})
+
+
+# ------------------------------------------- bit-mask terms (VariableTable)
+def _explicit(t, om, gm, over=None):
+    """The same term as a plain pair-based :class:`Probability`."""
+    over = over or {}
+    pairs = [(t.names[j], over.get(j, t.syms[j])) for j in range(len(t.names))]
+    return Probability(
+        [p for j, p in enumerate(pairs) if om >> j & 1],
+        [p for j, p in enumerate(pairs) if gm >> j & 1],
+    )
+
+
+def test_masked_probability_matches_explicit_terms():
+    import random
+
+    from pyro_causalgen.identify.estimand import VariableTable
+
+    rng = random.Random(0)
+    t = VariableTable([f"V{i}" for i in range(300)])
+    for _ in range(60):
+        om = 1 << rng.randrange(300)
+        gm = rng.getrandbits(300) & ~om & rng.getrandbits(300)
+        over = {}
+        for j in rng.sample(range(300), 3):
+            over[j] = rng.choice([0, 1, "a b", Symbol(f"V{j}'", f"V{j}")])
+        for o in (None, over):
+            m = Probability.from_masks(t, om, gm, o)
+            e = _explicit(t, om, gm, o)
+            assert m.to_text() == e.to_text()
+            assert m.to_latex() == e.to_latex()
+            assert m.outcomes == e.outcomes and m.given == e.given
+            assert m.free_symbols == e.free_symbols
+            mapping = {t.syms[j]: Symbol(f"V{j}''", f"V{j}") for j in over}
+            mapping.update({s: 1 for s in rng.sample(list(t.syms), 5)})
+            for s in list(e.free_symbols)[:2]:
+                mapping[s] = 0
+            assert m.substitute(mapping).to_text() == e.substitute(mapping).to_text()
+            assert (
+                m.substitute(mapping).free_symbols == e.substitute(mapping).free_symbols
+            )
+
+
+def test_masked_terms_in_trees_rename_like_explicit_terms():
+    from pyro_causalgen.identify.estimand import VariableTable
+
+    t = VariableTable(["X", "M", "Y"] + [f"W{i}" for i in range(100)])
+    x, m, y = t.syms[:3]
+    big = (1 << 103) - 1
+
+    def tree(make):
+        inner = Sum(
+            Product([make(0b001), make(0b100, 0b011), make(1 << 70, big & ~(1 << 70))]),
+            [x],
+        )
+        return Product([make(0b010, 0b001), inner, Fraction(make(0b100), make(0b001))])
+
+    masked = tree(lambda o, g=0: Probability.from_masks(t, o, g))
+    plain = tree(lambda o, g=0: _explicit(t, o, g))
+    assert masked.free_symbols == plain.free_symbols
+    assert rename_bound(masked).to_text() == rename_bound(plain).to_text()
+    assert "Σ_{X'}" in rename_bound(masked).to_text()
+    fixed = {x: 1, y: 0}
+    assert masked.substitute(fixed).to_text() == plain.substitute(fixed).to_text()
+    assert masked.substitute({Symbol("Q", "Q"): 1}) is masked

@@ -365,3 +365,45 @@ def test_agrees_with_y0(name, query, expected):
     treatments = {y0_dsl.Variable(v) for v in q.treatments}
     y0_result = y0_id.identify_outcomes(nx_graph, treatments, outcomes)
     assert (y0_result is not None) is expected
+
+
+# ------------------------------------------------ line-2 marginals: short forms
+LINE_2_CASES = [
+    # Σ_{V \ A} P(v) = P(a) for the ancestral A: its conditionals are Lemma-1
+    # short forms of P(a), with no ratio of sums
+    (
+        "V0 -> V1; V0 -> V2; V2 -> V3; V0 <-> V1; V0 <-> V2; V1 <-> V3",
+        "P(V3 | do(V2))",
+        "P(V3 | V2)",
+    ),
+    (
+        "V0 -> V1; V0 -> V5; V0 -> V6; V1 -> V2; V1 -> V3; V1 -> V4; V1 -> V6; "
+        "V2 -> V3; V2 -> V4; V2 -> V5; V2 -> V6; V3 -> V5; V4 -> V6; V5 -> V6; "
+        "V0 <-> V3; V3 <-> V4; V4 <-> V5",
+        "P(V0, V4 | do(V2))",
+        "Σ_{V1} P(V0) P(V1 | V0) P(V4 | V1, V2)",
+    ),
+    # a line-2 marginal of a line-7 product keeps the ratio form
+    (
+        "V0 -> V3; V1 -> V2; V1 -> V3; V1 -> V4; V3 -> V4; V0 <-> V1; V0 <-> V2; "
+        "V0 <-> V4; V1 <-> V2",
+        "P(V4 | do(V0))",
+        "Σ_{V1, V3} P(V1) P(V3 | V0, V1) [(Σ_{V0'} P(V0') P(V1 | V0') "
+        "P(V4 | V0', V1, V3)) / (Σ_{V0'} P(V0') P(V1 | V0'))]",
+    ),
+]
+
+
+@pytest.mark.parametrize("graph, query, text", LINE_2_CASES)
+def test_line_2_marginal_conditionals(graph, query, text):
+    r = identify(graph, query)
+    assert str(r.estimand) == text
+    assert_matches_truth(graph, r)
+
+
+def test_long_verma_chain_estimand_has_one_factor_per_node():
+    """The Verma chain's estimand (speed is measured in benchmarks/bench_identify)."""
+    names = [f"V{i}" for i in range(1, 401)]
+    g = ADMG(list(zip(names, names[1:])), list(zip(names, names[2:])))
+    text = identify(g, CausalQuery([names[-1]], [names[0]])).estimand.to_text()
+    assert text.count("P(") == 400 and "P(V400 | V1, V2, V3" in text

@@ -7,13 +7,20 @@ a :class:`~pyro_causalgen.identify.query.Symbol` (free, or bound by a sum) or a
 constant.  Trees print as text (:meth:`Expression.to_text`) and LaTeX
 (:meth:`Expression.to_latex`) and evaluate on data through
 :meth:`Estimand.evaluate`.
+
+Terms built by the identification engine are stored as bit masks over a
+:class:`VariableTable` (:meth:`Probability.from_masks`): their ``(variable, value)``
+pairs, free symbols and text are built only when read, and every node caches its
+text, so large estimands with shared sub-expressions stay cheap to build, rename
+and print.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pyro_causalgen.graph._bits import iter_bits
 from pyro_causalgen.identify.query import Query, Symbol, _fmt_value
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +35,132 @@ def _fmt_assignment(var: str, value: Any, latex: bool = False) -> str:
     return f"{var}={_fmt_value(value)}"
 
 
+class VariableTable:
+    """Numbered variables and their default symbols (``Symbol(v, v)``), so that
+    :class:`Probability` terms can be stored as bit masks and rendered fast.
+
+    :param names: variable names; variable ``i`` is bit ``i`` of a mask.
+
+    >>> t = VariableTable(["A", "B", "C"])
+    >>> t.text(0b101)
+    'A, C'
+    >>> str(Probability.from_masks(t, 0b100, 0b011))
+    'P(C | A, B)'
+    """
+
+    __slots__ = ("names", "syms", "index", "_chunks")
+
+    _CHUNK = 64
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names: tuple[str, ...] = tuple(names)
+        self.syms: tuple[Symbol, ...] = tuple(Symbol(n, n) for n in self.names)
+        self.index: dict[Symbol, int] = {s: i for i, s in enumerate(self.syms)}
+        self._chunks: dict[tuple[int, int], str] = {}
+
+    def symbols(self, mask: int) -> frozenset[Symbol]:
+        """The default symbols of the variables in ``mask``."""
+        syms = self.syms
+        return frozenset(syms[i] for i in iter_bits(mask))
+
+    def mask_of(self, symbols: Iterable[Symbol]) -> int:
+        """Bits of the symbols that are default symbols of this table."""
+        index = self.index
+        m = 0
+        for s in symbols:
+            i = index.get(s)
+            if i is not None:
+                m |= 1 << i
+        return m
+
+    def text(self, mask: int) -> str:
+        """``", ".join(names[i] for i in mask)`` in increasing ``i``; the text of
+        every 64-variable chunk is cached, so long masks that share chunks render
+        in time proportional to their number of chunks."""
+        if not mask:
+            return ""
+        if mask.bit_length() <= self._CHUNK:
+            return self._chunk(0, mask)
+        size = (mask.bit_length() + 63) // 64 * 8
+        words = memoryview(mask.to_bytes(size, "little")).cast("Q")
+        parts = [self._chunk(k, w) for k, w in enumerate(words) if w]
+        return ", ".join(parts)
+
+    def _chunk(self, k: int, word: int) -> str:
+        key = (k, word)
+        hit = self._chunks.get(key)
+        if hit is None:
+            base = k * self._CHUNK
+            names = self.names
+            hit = ", ".join(names[base + j] for j in iter_bits(word))
+            self._chunks[key] = hit
+        return hit
+
+    def render(self, mask: int, over: dict[int, Any] | None) -> str:
+        """Text of the assignments of ``mask``; ``over`` maps a variable to a value
+        other than its default symbol."""
+        if over:
+            hit = sorted(j for j in over if mask >> j & 1)
+            if hit:
+                parts = []
+                lo = 0
+                for j in hit:
+                    seg = mask & ((1 << j) - 1) & ~((1 << lo) - 1)
+                    if seg:
+                        parts.append(self.text(seg))
+                    parts.append(_fmt_assignment(self.names[j], over[j]))
+                    lo = j + 1
+                seg = mask >> lo << lo
+                if seg:
+                    parts.append(self.text(seg))
+                return ", ".join(parts)
+        return self.text(mask)
+
+    def pairs(self, mask: int, over: dict[int, Any] | None) -> tuple:
+        """``(variable, value)`` pairs of ``mask`` in increasing order."""
+        names, syms = self.names, self.syms
+        if over:
+            return tuple((names[j], over.get(j, syms[j])) for j in iter_bits(mask))
+        return tuple((names[j], syms[j]) for j in iter_bits(mask))
+
+
+# Free symbols of an expression: (table, mask of default symbols of ``table``,
+# other symbols).  Masks keep large estimands cheap; the set is built on demand.
+_FreeParts = tuple[VariableTable | None, int, frozenset]
+_NO_FREE: _FreeParts = (None, 0, frozenset())
+
+
+def _join_parts(items: Iterable[_FreeParts]) -> _FreeParts:
+    table: VariableTable | None = None
+    mask = 0
+    extra: frozenset[Symbol] = frozenset()
+    for t, m, x in items:
+        if x:
+            extra = extra | x
+        if not m:
+            continue
+        if table is None or t is table:
+            table = t
+            mask |= m
+        else:  # a second numbering: keep those symbols as a set
+            extra = extra | t.symbols(m)  # type: ignore[union-attr]
+    return (table if mask else None), mask, extra
+
+
+def _mentions(parts: _FreeParts, mapping: Mapping[Symbol, Any]) -> bool:
+    """Whether a key of ``mapping`` is among the free symbols ``parts``."""
+    table, mask, extra = parts
+    if extra and any(k in extra for k in mapping):
+        return True
+    if mask:
+        index = table.index  # type: ignore[union-attr]
+        for k in mapping:
+            i = index.get(k)
+            if i is not None and mask >> i & 1:
+                return True
+    return False
+
+
 class Expression:
     """Base class of estimand expressions.
 
@@ -37,10 +170,17 @@ class Expression:
     ('P(Y | X=1)', ['Y'])
     """
 
-    __slots__ = ("_free",)
+    __slots__ = ("_free", "_parts", "_text")
 
-    def _compute_free(self) -> frozenset[Symbol]:
+    def _compute_parts(self) -> _FreeParts:
         raise NotImplementedError
+
+    def _free_parts(self) -> _FreeParts:
+        try:
+            return self._parts  # type: ignore[has-type]
+        except AttributeError:
+            self._parts = self._compute_parts()
+            return self._parts
 
     @property
     def free_symbols(self) -> frozenset[Symbol]:
@@ -48,11 +188,21 @@ class Expression:
         try:
             return self._free  # type: ignore[has-type]
         except AttributeError:
-            self._free = self._compute_free()
-            return self._free
+            table, mask, extra = self._free_parts()
+            if mask:
+                extra = extra | table.symbols(mask)  # type: ignore[union-attr]
+            self._free = extra
+            return extra
 
     def to_text(self) -> str:
-        """Plain-text rendering (``Σ`` for sums)."""
+        """Plain-text rendering (``Σ`` for sums); computed once per node."""
+        try:
+            return self._text  # type: ignore[has-type]
+        except AttributeError:
+            self._text = self._render_text()
+            return self._text
+
+    def _render_text(self) -> str:
         raise NotImplementedError
 
     def to_latex(self) -> str:
@@ -89,13 +239,14 @@ class Constant(Expression):
     def __init__(self, value: float) -> None:
         self.value = value
 
-    def _compute_free(self) -> frozenset[Symbol]:
-        return frozenset()
+    def _compute_parts(self) -> _FreeParts:
+        return _NO_FREE
 
-    def to_text(self) -> str:
+    def _render_text(self) -> str:
         return f"{self.value:g}"
 
-    to_latex = to_text
+    def to_latex(self) -> str:
+        return self.to_text()
 
     def substitute(self, mapping: Mapping[Symbol, Any]) -> Expression:
         return self
@@ -113,30 +264,99 @@ class Probability(Expression):
     'P(Y \\\\mid X)'
     """
 
-    __slots__ = ("outcomes", "given")
+    __slots__ = ("_outcomes", "_given", "_table", "_omask", "_gmask", "_over")
 
     def __init__(
         self, outcomes: Iterable[Assignment], given: Iterable[Assignment] = ()
     ):
-        self.outcomes: tuple[Assignment, ...] = tuple(outcomes)
-        self.given: tuple[Assignment, ...] = tuple(given)
+        self._outcomes: tuple[Assignment, ...] | None = tuple(outcomes)
+        self._given: tuple[Assignment, ...] | None = tuple(given)
+        self._table: VariableTable | None = None
+        self._omask = self._gmask = 0
+        self._over: dict[int, Any] | None = None
 
-    def _compute_free(self) -> frozenset[Symbol]:
-        return frozenset(
-            v for _, v in self.outcomes + self.given if isinstance(v, Symbol)
+    @classmethod
+    def from_masks(
+        cls,
+        table: VariableTable,
+        outcomes: int,
+        given: int = 0,
+        over: dict[int, Any] | None = None,
+    ) -> Probability:
+        """``P(outcomes | given)`` over numbered variables, each at its default
+        symbol unless ``over`` gives it another value; the pairs are built only
+        when read.
+
+        >>> t = VariableTable(["X", "Y"])
+        >>> Probability.from_masks(t, 0b10, 0b01, over={0: 1}).given
+        (('X', 1),)
+        """
+        self = cls.__new__(cls)
+        self._outcomes = self._given = None
+        self._table = table
+        self._omask = outcomes
+        self._gmask = given
+        self._over = over or None
+        return self
+
+    @property
+    def outcomes(self) -> tuple[Assignment, ...]:
+        """``(variable, value)`` pairs of the outcomes."""
+        if self._outcomes is None:
+            self._outcomes = self._table.pairs(  # type: ignore[union-attr]
+                self._omask, self._over
+            )
+        return self._outcomes
+
+    @property
+    def given(self) -> tuple[Assignment, ...]:
+        """``(variable, value)`` pairs conditioned on."""
+        if self._given is None:
+            self._given = self._table.pairs(  # type: ignore[union-attr]
+                self._gmask, self._over
+            )
+        return self._given
+
+    def _compute_parts(self) -> _FreeParts:
+        table = self._table
+        if table is None:
+            return (
+                None,
+                0,
+                frozenset(
+                    v for _, v in self.outcomes + self.given if isinstance(v, Symbol)
+                ),
+            )
+        mask = self._omask | self._gmask
+        over = self._over
+        if not over:
+            return (table if mask else None), mask, frozenset()
+        extra = frozenset(
+            v for j, v in over.items() if mask >> j & 1 and isinstance(v, Symbol)
         )
+        mask &= ~table.mask_of(table.syms[j] for j in over)
+        return (table if mask else None), mask, extra
 
-    def to_text(self) -> str:
-        left = ", ".join(_fmt_assignment(k, v) for k, v in self.outcomes)
-        if not self.given:
+    def _render_text(self) -> str:
+        table = self._table
+        if table is None:
+            left = ", ".join(_fmt_assignment(k, v) for k, v in self.outcomes)
+            if not self.given:
+                return f"P({left})"
+            right = ", ".join(_fmt_assignment(k, v) for k, v in self.given)
+            return f"P({left} | {right})"
+        left = table.render(self._omask, self._over)
+        if not self._gmask:
             return f"P({left})"
-        right = ", ".join(_fmt_assignment(k, v) for k, v in self.given)
-        return f"P({left} | {right})"
+        return f"P({left} | {table.render(self._gmask, self._over)})"
 
     def to_latex(self) -> str:
         return self.to_text().replace(" | ", " \\mid ")
 
     def substitute(self, mapping: Mapping[Symbol, Any]) -> Expression:
+        table = self._table
+        if table is not None:
+            return self._substitute_masked(table, mapping)
         if len(mapping) < len(self.free_symbols):
             if not any(k in self.free_symbols for k in mapping):
                 return self
@@ -149,6 +369,30 @@ class Probability(Expression):
             ]
 
         return Probability(sub(self.outcomes), sub(self.given))
+
+    def _substitute_masked(
+        self, table: VariableTable, mapping: Mapping[Symbol, Any]
+    ) -> Expression:
+        mask = self._omask | self._gmask
+        over = self._over or {}
+        hit: dict[int, Any] = {}
+        if len(mapping) <= mask.bit_count():
+            index = table.index
+            for k, v in mapping.items():
+                j = index.get(k)
+                if j is not None and mask >> j & 1 and j not in over:
+                    hit[j] = v
+        else:
+            syms = table.syms
+            for j in iter_bits(mask):
+                if j not in over and syms[j] in mapping:
+                    hit[j] = mapping[syms[j]]
+        for j, v in over.items():
+            if mask >> j & 1 and isinstance(v, Symbol) and v in mapping:
+                hit[j] = mapping[v]
+        if not hit:
+            return self
+        return Probability.from_masks(table, self._omask, self._gmask, {**over, **hit})
 
 
 class Product(Expression):
@@ -165,13 +409,10 @@ class Product(Expression):
     def __init__(self, factors: Iterable[Expression]) -> None:
         self.factors: tuple[Expression, ...] = tuple(factors)
 
-    def _compute_free(self) -> frozenset[Symbol]:
-        out: frozenset[Symbol] = frozenset()
-        for f in self.factors:
-            out |= f.free_symbols
-        return out
+    def _compute_parts(self) -> _FreeParts:
+        return _join_parts(f._free_parts() for f in self.factors)
 
-    def to_text(self) -> str:
+    def _render_text(self) -> str:
         if not self.factors:
             return "1"
         return " ".join(f._atom_text() for f in self.factors)
@@ -192,6 +433,8 @@ class Product(Expression):
         )
 
     def substitute(self, mapping: Mapping[Symbol, Any]) -> Expression:
+        if not _mentions(self._free_parts(), mapping):
+            return self
         return Product(f.substitute(mapping) for f in self.factors)
 
 
@@ -210,10 +453,15 @@ class Sum(Expression):
         self.expression = expression
         self.over: tuple[Symbol, ...] = tuple(over)
 
-    def _compute_free(self) -> frozenset[Symbol]:
-        return self.expression.free_symbols - frozenset(self.over)
+    def _compute_parts(self) -> _FreeParts:
+        table, mask, extra = self.expression._free_parts()
+        if mask:
+            mask &= ~table.mask_of(self.over)  # type: ignore[union-attr]
+        if extra:
+            extra = extra - frozenset(self.over)
+        return (table if mask else None), mask, extra
 
-    def to_text(self) -> str:
+    def _render_text(self) -> str:
         names = ", ".join(s.name for s in self.over)
         return f"Σ_{{{names}}} {self.expression.to_text()}"
 
@@ -228,6 +476,8 @@ class Sum(Expression):
         return f"\\left[{self.to_latex()}\\right]"
 
     def substitute(self, mapping: Mapping[Symbol, Any]) -> Expression:
+        if not _mentions(self._free_parts(), mapping):
+            return self
         inner = {k: v for k, v in mapping.items() if k not in self.over}
         return Sum(self.expression.substitute(inner), self.over)
 
@@ -248,10 +498,12 @@ class Fraction(Expression):
         self.numerator = numerator
         self.denominator = denominator
 
-    def _compute_free(self) -> frozenset[Symbol]:
-        return self.numerator.free_symbols | self.denominator.free_symbols
+    def _compute_parts(self) -> _FreeParts:
+        return _join_parts(
+            (self.numerator._free_parts(), self.denominator._free_parts())
+        )
 
-    def to_text(self) -> str:
+    def _render_text(self) -> str:
         def wrap(e: Expression) -> str:
             t = e.to_text()
             return t if isinstance(e, (Probability, Constant)) else f"({t})"
@@ -265,6 +517,8 @@ class Fraction(Expression):
         return f"[{self.to_text()}]"
 
     def substitute(self, mapping: Mapping[Symbol, Any]) -> Expression:
+        if not _mentions(self._free_parts(), mapping):
+            return self
         return Fraction(
             self.numerator.substitute(mapping), self.denominator.substitute(mapping)
         )
@@ -289,11 +543,16 @@ def _rename(e: Expression, used: set[str], mapping: dict[Symbol, Symbol]) -> Exp
     if isinstance(e, Probability):
         return e.substitute(mapping) if mapping else e
     if isinstance(e, Product):
-        return Product(_rename(f, used, mapping) for f in e.factors)
+        factors = [_rename(f, used, mapping) for f in e.factors]
+        if all(a is b for a, b in zip(factors, e.factors)):
+            return e  # unchanged: keep the node (and its cached text)
+        return Product(factors)
     if isinstance(e, Fraction):
-        return Fraction(
-            _rename(e.numerator, used, mapping), _rename(e.denominator, used, mapping)
-        )
+        num = _rename(e.numerator, used, mapping)
+        den = _rename(e.denominator, used, mapping)
+        if num is e.numerator and den is e.denominator:
+            return e
+        return Fraction(num, den)
     if isinstance(e, Sum):
         inner = dict(mapping)
         new_over = []
@@ -310,7 +569,10 @@ def _rename(e: Expression, used: set[str], mapping: dict[Symbol, Symbol]) -> Exp
             else:
                 inner.pop(s, None)
                 new_over.append(s)
-        return Sum(_rename(e.expression, local_used, inner), new_over)
+        body = _rename(e.expression, local_used, inner)
+        if body is e.expression and all(a is b for a, b in zip(new_over, e.over)):
+            return e
+        return Sum(body, new_over)
     return e
 
 
@@ -393,5 +655,6 @@ __all__ = [
     "Probability",
     "Product",
     "Sum",
+    "VariableTable",
     "rename_bound",
 ]

@@ -28,10 +28,20 @@ the conditionals ``Q[H](v_i | v_π^{(i-1)} ∩ H)``; :meth:`_Dist.cond` returns 
   ``P(v_i | (T_i ∪ Pa(T_i)) \\ {v_i})`` with ``T_i`` the district of ``v_i`` in
   ``G_{V_π^{(≤i)}}`` (Tian & Pearl, 2002, Lemma 1); we print the short form;
 * for a line-7 product, the factor for ``v_i`` (later factors sum to one);
-* for a line-2 marginal ``Σ_{H \\ A} Q[H]``, the ratio
+* for a line-2 marginal of ``P(v)`` (possibly after earlier line-2 marginals),
+  ``Q[A] = P(a)`` for the ancestral ``A``, and ``P(a)`` factorises along ``G_A``;
+  Lemma 1 applied to it gives ``P(v_i | (T_i ∪ Pa(T_i)) \\ {v_i})`` with ``T_i``
+  the district of ``v_i`` in ``G_{V_π^{(≤i)} ∩ A}``: the same short form, with
+  no sum in it;
+* for a line-2 marginal ``Σ_{H \\ A} Q[H]`` of a line-7 product, the ratio
   ``Σ_W Π_{j ≤ i} c_j / Σ_W Π_{j < i} c_j`` over the summed predecessors ``W``,
   keeping only the factors that touch ``W`` (the others cancel); when the factor of
   ``v_i`` touches no summed variable it is the factor itself.
+
+Conditionals are :class:`Probability` terms stored as bit masks
+(:meth:`Probability.from_masks`): their pairs and text are built only when read,
+so the quadratic size of estimands such as the Verma chain's costs little until
+printed, and printing renders each mask from cached 64-variable chunks.
 
 Trailing sums of normalised conditionals (``Σ_v P(v | ...) = 1`` when nothing else
 reads ``v``) are dropped.  The tail calls of lines 2, 3 and 7 are a loop, so
@@ -39,6 +49,8 @@ recursion depth is the nesting of line 4 only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from pyro_causalgen.graph._bits import iter_bits
 from pyro_causalgen.graph.admg import ADMG
@@ -49,6 +61,7 @@ from pyro_causalgen.identify.estimand import (
     Probability,
     Product,
     Sum,
+    VariableTable,
     rename_bound,
 )
 from pyro_causalgen.identify.query import Symbol
@@ -80,7 +93,7 @@ class _Factor:
 _ONE = _Factor(Constant(1), 0, -1)
 
 
-def sum_product(factors: list[_Factor], over: int, syms: list[Symbol]) -> _Factor:
+def sum_product(factors: list[_Factor], over: int, syms: Sequence[Symbol]) -> _Factor:
     """``Σ_over Π factors`` with normalised trailing conditionals summed out."""
     alive = list(factors)
     if over:
@@ -121,7 +134,16 @@ def sum_product(factors: list[_Factor], over: int, syms: list[Symbol]) -> _Facto
 class _Dist:
     """``Q[H]`` of a recursive call: node mask ``mask`` and how it was made."""
 
-    __slots__ = ("engine", "mask", "kind", "parent", "factors", "cache", "readers")
+    __slots__ = (
+        "engine",
+        "mask",
+        "kind",
+        "parent",
+        "factors",
+        "cache",
+        "readers",
+        "base_rooted",
+    )
 
     def __init__(
         self, engine: IDEngine, mask: int, kind: int, parent=None, factors=None
@@ -133,6 +155,10 @@ class _Dist:
         self.factors: dict[int, _Factor] | None = factors
         self.cache: dict[int, _Factor] = {}
         self.readers: dict[int, int] | None = None
+        # a chain of line-2 marginals over the input P(v): Q[H] = P(h)
+        self.base_rooted: bool = kind == _BASE or (
+            kind == _MARGINAL and parent is not None and parent.base_rooted
+        )
 
     def _readers(self, below: int) -> dict[int, int]:
         """For a line-2 marginal: summed variable -> mask of parent factors (under
@@ -178,6 +204,11 @@ class _Dist:
             return hit
         parent = self.parent
         assert parent is not None
+        if self.base_rooted:
+            # Σ_{V \ A} P(v) = P(a) for the ancestral A: its own short form
+            out = self.engine.base_cond(i, self.mask)
+            self.cache[i] = out
+            return out
         c = parent.cond(i)
         below = (1 << i) - 1
         summed = parent.mask & ~self.mask & below
@@ -222,18 +253,24 @@ class IDEngine:
     def __init__(self, graph: ADMG) -> None:
         self.graph = graph
         self.names = graph._names
-        self.syms = [Symbol(n, n) for n in self.names]
+        self.table = VariableTable(self.names)
+        self.syms: Sequence[Symbol] = self.table.syms
         self.base = _Dist(self, graph._full, _BASE)
-        self._base_cond: dict[int, _Factor] = {}
-        self._prefix_scope: list[int] | None = None
+        self._base_cond: dict[tuple[int, int], _Factor] = {}
+        # ancestral set -> (T_i ∪ Pa(T_i), T_i) per node, built by union-find
+        self._prefix: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+        self._requests: dict[int, int] = {}
 
-    def _prefix_districts(self) -> list[int]:
-        """``T_i ∪ Pa(T_i)`` for every ``i``, with ``T_i`` the district of ``v_i`` in
-        ``G_{V_π^{(≤i)}}``: union-find over the prefix, one node at a time."""
+    def _prefix_districts(self, within: int) -> tuple[dict[int, int], dict[int, int]]:
+        """``T_i ∪ Pa(T_i)`` and ``T_i`` for every ``i`` in the ancestral set
+        ``within``, with ``T_i`` the district of ``v_i`` in
+        ``G_{V_π^{(≤i)} ∩ within}``: the prefix's districts are kept as masks and
+        merged one node at a time."""
         g = self.graph
         pa, sib = g._pa, g._sib
-        root: list[int] = list(range(len(self.names)))
-        comp_scope: dict[int, int] = {}
+        root: dict[int, int] = {}
+        comp_scope: dict[int, int] = {}  # root -> T ∪ Pa(T) of its component
+        comp_nodes: dict[int, int] = {}  # root -> T
 
         def find(a: int) -> int:
             while root[a] != a:
@@ -241,38 +278,69 @@ class IDEngine:
                 a = root[a]
             return a
 
-        out = []
-        for i in range(len(self.names)):
-            scope = (1 << i) | pa[i]
-            for j in iter_bits(sib[i] & ((1 << i) - 1)):
-                r = find(j)
-                if r != i:
+        scopes: dict[int, int] = {}
+        districts: dict[int, int] = {}
+        for i in iter_bits(within):
+            root[i] = i
+            scope = (1 << i) | (pa[i] & within)
+            nodes = 1 << i
+            near = sib[i] & within & ((1 << i) - 1)
+            if near:
+                if near.bit_count() <= len(comp_nodes):
+                    hit = {find(j) for j in iter_bits(near)}
+                else:  # dense siblings: test the few open components instead
+                    hit = {r for r, c in comp_nodes.items() if c & near}
+                for r in hit:
                     scope |= comp_scope.pop(r)
+                    nodes |= comp_nodes.pop(r)
                     root[r] = i
-            comp_scope[i] = scope
-            out.append(scope)
-        return out
+            comp_scope[i] = scopes[i] = scope
+            comp_nodes[i] = districts[i] = nodes
+        return scopes, districts
+
+    def _prefix_table(self, within: int) -> tuple[dict[int, int], dict[int, int]]:
+        table = self._prefix.get(within)
+        if table is None:
+            table = self._prefix[within] = self._prefix_districts(within)
+        return table
 
     # ------------------------------------------------------------------ helpers
     def mask(self, names) -> int:
         return self.graph._mask(names)
 
-    def base_cond(self, i: int) -> _Factor:
-        """``P(v_i | v_π^{(i-1)}) = P(v_i | (T_i ∪ Pa(T_i)) \\ {v_i})`` (Tian & Pearl
-        2002, Lemma 1)."""
-        hit = self._base_cond.get(i)
+    def _prefix_scope(self, i: int, within: int) -> int:
+        """``T_i ∪ Pa(T_i)`` for ``v_i`` in the ancestral set ``within``: a search
+        over bidirected edges for a few nodes; an ancestral set asked for many
+        nodes gets its own table."""
+        table = self._prefix.get(within)
+        if table is not None or within == self.graph._full:
+            return self._prefix_table(within)[0][i]
+        count = self._requests[within] = self._requests.get(within, 0) + 1
+        if count > 16:
+            return self._prefix_table(within)[0][i]
+        t = self.graph._district_mask(1 << i, within & ((2 << i) - 1))
+        pa = self.graph._pa
+        scope = t
+        for j in iter_bits(t):
+            scope |= pa[j]
+        return scope & within
+
+    def base_cond(self, i: int, within: int | None = None) -> _Factor:
+        """``P(v_i | v_π^{(i-1)} ∩ A) = P(v_i | (T_i ∪ Pa(T_i)) \\ {v_i})`` for an
+        ancestral set ``A`` (``within``; the whole graph by default), with ``T_i``
+        the district of ``v_i`` in ``G_{V_π^{(≤i)} ∩ A}`` (Tian & Pearl 2002,
+        Lemma 1, applied to ``P(a)``, which factorises along ``G_A`` because ``A``
+        is ancestral)."""
+        if within is None:
+            within = self.graph._full
+        key = (within, i)
+        hit = self._base_cond.get(key)
         if hit is not None:
             return hit
-        if self._prefix_scope is None:
-            self._prefix_scope = self._prefix_districts()
-        scope = self._prefix_scope[i]
-        given = scope & ~(1 << i)
-        names, syms = self.names, self.syms
-        expr = Probability(
-            [(names[i], syms[i])], [(names[j], syms[j]) for j in iter_bits(given)]
-        )
+        scope = self._prefix_scope(i, within)
+        expr = Probability.from_masks(self.table, 1 << i, scope & ~(1 << i))
         out = _Factor(expr, scope, i)
-        self._base_cond[i] = out
+        self._base_cond[key] = out
         return out
 
     def _joint_sum(self, dist: _Dist, y: int) -> _Factor:
@@ -281,8 +349,7 @@ class IDEngine:
         while root.kind == _MARGINAL:
             root = root.parent  # type: ignore[assignment]
         if root.kind == _BASE:
-            names, syms = self.names, self.syms
-            expr = Probability([(names[j], syms[j]) for j in iter_bits(y)])
+            expr = Probability.from_masks(self.table, y)
             return _Factor(expr, y, y.bit_length() - 1 if y & (y - 1) == 0 else -1)
         factors = [root.factors[j] for j in iter_bits(root.mask)]  # type: ignore[index]
         return sum_product(factors, root.mask & ~y, self.syms)
