@@ -84,9 +84,11 @@ def main() -> None:
         args.seeds, args.members = 2, 3
     torch.manual_seed(0)
     print(f"# Calibration of 90% effect intervals ({args.seeds} seeds)\n")
-    print(f"torch {torch.__version__}, {platform.machine()}, "
-          f"{torch.get_num_threads()} threads, {args.rows} rows per dataset, "
-          f"{args.members} members / posterior draws\n")
+    print(
+        f"torch {torch.__version__}, {platform.machine()}, "
+        f"{torch.get_num_threads()} threads, {args.rows} rows per dataset, "
+        f"{args.members} members / posterior draws\n"
+    )
     print("| SCM | method | coverage | mean width | seconds |")
     print("|---|---|---|---|---|")
     for case in args.cases.split(","):
@@ -100,8 +102,11 @@ def main() -> None:
                 covered += lo <= truth <= hi
                 widths.append(hi - lo)
             secs = time.perf_counter() - start
-            print(f"| {case} | {method} | {covered}/{args.seeds} | "
-                  f"{sum(widths) / len(widths):.3f} | {secs:.0f} |", flush=True)
+            print(
+                f"| {case} | {method} | {covered}/{args.seeds} | "
+                f"{sum(widths) / len(widths):.3f} | {secs:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
