@@ -12,6 +12,7 @@ from pyro_causalgen.handlers.multi_world import MultiWorldCounterfactual
 from pyro_causalgen.handlers.twin_world import TwinWorldCounterfactual
 from pyro_causalgen.handlers.worlds import WorldsMessenger
 from pyro_causalgen.infer.abduction import NoisePosterior, abduct
+from pyro_causalgen.infer.fast_counterfactual import fast_twin
 
 
 def counterfactual(
@@ -46,6 +47,11 @@ def counterfactual(
     :returns: ``{world: {site: value}}``; the value of an intervened site is its
         intervention in the worlds where it applies.
 
+    A fully observed :class:`~pyro_causalgen.StructuralCausalModel` of stacked flows
+    with hard interventions takes a fast path with the same values (batched exact
+    abduction, then prediction of the targets' descendants only; see
+    :mod:`pyro_causalgen.infer.fast_counterfactual`).
+
     Example::
 
         >>> import pyro, pyro.distributions as dist
@@ -59,6 +65,11 @@ def counterfactual(
     multi = bool(interventions) and all(
         isinstance(v, Mapping) for v in interventions.values()
     )
+    if not multi and max_plate_nesting is None and isinstance(abduction, str):
+        # every site observed: no latent noise, so abduction has nothing to do
+        fast = fast_twin(model, observations, interventions, args, kwargs)
+        if fast is not None:
+            return fast
 
     def run(noise: Mapping[str, Tensor]) -> WorldsMessenger:
         handler: WorldsMessenger
