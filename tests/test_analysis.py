@@ -148,3 +148,33 @@ def test_bayesian_posterior_of_an_effect_matches_the_sampling_error():
     assert 0.025 < sd < 0.1  # within a factor 2 of the sampling error 0.05
     assert abs(eff.mean - 1.5) < 4 * 0.05
     assert eff.to_inference_data().posterior.attrs["method"] == "bayesian"
+
+
+def test_guard_warns_for_a_confounded_effect_and_passes_an_identified_one():
+    """y <- h -> x with h latent: P(y | do(x)) is not identifiable (bow arc)."""
+    import pyro
+    import pyro.distributions as dist
+
+    from pyro_causalgen import NonIdentifiableWarning, Unidentifiable
+
+    def confounded(n=None):
+        with pyro.plate("units", n or 1):
+            h = pyro.sample("h", dist.Normal(0.0, 1.0))
+            x = pyro.sample("x", dist.Normal(h, 1.0))
+            return pyro.sample("y", dist.Normal(x + h, 1.0))
+
+    with pytest.warns(NonIdentifiableWarning, match="hedge"):
+        est = interventional_mean(
+            confounded, "y", {"x": 1.0}, n=100, observed=["x", "y"]
+        )
+    assert est.identifiable is False
+    with pytest.raises(Unidentifiable):
+        average_treatment_effect(
+            confounded, "y", "x", 1.0, 0.0, n=10, observed=["x", "y"], strict=True
+        )
+    # observing the confounder makes it identifiable (back-door), no warning
+    est = interventional_mean(
+        confounded, "y", {"x": 1.0}, n=100, observed=["h", "x", "y"]
+    )
+    assert est.identifiable is True
+    assert interventional_mean(confounded, "y", {"x": 1.0}, n=10).identifiable is None

@@ -9,29 +9,68 @@ intervened program; uncertainty over the model itself comes from
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
 from pyro_causalgen.analysis.simulate import paired_simulations, simulate, site_values
+from pyro_causalgen.graph import extract_graph
+from pyro_causalgen.identify import CausalQuery
+from pyro_causalgen.identify.guard import check_identifiable
 
 
 @dataclass(frozen=True)
 class MonteCarloEstimate:
-    """A simulated expectation: ``value`` with its Monte Carlo standard error."""
+    """A simulated expectation: ``value`` with its Monte Carlo standard error.
+
+    ``identifiable`` is the verdict of the identification guard when it ran (see
+    ``observed`` in :func:`interventional_mean`), else ``None``.
+    """
 
     value: float
     stderr: float
     samples: int
+    identifiable: bool | None = None
 
 
-def _mean_and_se(x: Tensor) -> MonteCarloEstimate:
+def guard(
+    model: Callable,
+    outcome: str,
+    treatments: Iterable[str],
+    observed: Iterable[str] | None,
+    strict: bool,
+    kwargs: Mapping[str, Any],
+) -> bool | None:
+    """Check ``P(outcome | do(treatments))`` on the model's graph over ``observed``.
+
+    Returns ``None`` (no check) when ``observed`` is ``None``; otherwise warns with
+    :class:`~pyro_causalgen.identify.NonIdentifiableWarning` (raises
+    :class:`~pyro_causalgen.identify.Unidentifiable` when ``strict``) naming the
+    witness, and returns the verdict.
+    """
+    if observed is None:
+        return None
+    units_arg = kwargs.get("units_arg", "n")
+    model_kwargs = dict(kwargs.get("model_kwargs") or {})
+    if units_arg:
+        model_kwargs[units_arg] = 1
+    graph = extract_graph(
+        model,
+        list(observed),
+        model_args=tuple(kwargs.get("model_args", ())),
+        model_kwargs=model_kwargs,
+    )
+    query = CausalQuery([outcome], list(treatments))
+    return check_identifiable(graph, query, strict=strict).identifiable
+
+
+def _mean_and_se(x: Tensor, identifiable: bool | None) -> MonteCarloEstimate:
     flat = x.reshape(x.shape[0], -1).double().mean(-1) if x.dim() > 1 else x.double()
     n = flat.shape[0]
     se = flat.std().item() / math.sqrt(n) if n > 1 else math.nan
-    return MonteCarloEstimate(flat.mean().item(), se, n)
+    return MonteCarloEstimate(flat.mean().item(), se, n, identifiable)
 
 
 def interventional_mean(
@@ -39,11 +78,18 @@ def interventional_mean(
     outcome: str,
     interventions: Mapping[str, Any] | None = None,
     n: int = 10_000,
+    *,
+    observed: Iterable[str] | None = None,
+    strict: bool = False,
     **kwargs: Any,
 ) -> MonteCarloEstimate:
     """``E[outcome | do(interventions)]`` by simulating ``n`` units.
 
     For a vector outcome the mean is over units and event elements.
+
+    :param observed: the sites the model was fitted on; when given, the query is
+        first checked for identifiability on the model's graph (unobserved sites
+        projected out) and a non-identifiable one warns, or raises if ``strict``.
 
     Example::
 
@@ -53,8 +99,9 @@ def interventional_mean(
         >>> est.value, est.stderr
         (1.5, 0.0)
     """
+    verdict = guard(model, outcome, interventions or {}, observed, strict, kwargs)
     values = simulate(model, interventions, n, **kwargs)
-    return _mean_and_se(site_values(values, outcome))
+    return _mean_and_se(site_values(values, outcome), verdict)
 
 
 def average_treatment_effect(
@@ -64,12 +111,17 @@ def average_treatment_effect(
     treated: Any,
     control: Any,
     n: int = 10_000,
+    *,
+    observed: Iterable[str] | None = None,
+    strict: bool = False,
     **kwargs: Any,
 ) -> MonteCarloEstimate:
     """``E[Y | do(T=treated)] - E[Y | do(T=control)]`` with common random numbers.
 
     Both arms reuse the same exogenous noise per unit, so the estimate is the mean of
     unit-level effects and its standard error is that of their differences.
+    ``observed`` and ``strict``: the identification guard, as in
+    :func:`interventional_mean`.
 
     Example::
 
@@ -79,8 +131,9 @@ def average_treatment_effect(
         >>> ate.stderr < 1e-6  # a linear model: every unit has the same effect
         True
     """
+    verdict = guard(model, outcome, [treatment], observed, strict, kwargs)
     treated_run, control_run = paired_simulations(
         model, [{treatment: treated}, {treatment: control}], n, **kwargs
     )
     diff = site_values(treated_run, outcome) - site_values(control_run, outcome)
-    return _mean_and_se(diff)
+    return _mean_and_se(diff, verdict)

@@ -184,9 +184,11 @@ def effect_over_members(
     else:
         models = list(ensemble)
     results = [estimate(m) for m in models]
+    verdicts = {r.identifiable for r in results}
     return EffectDraws(
         query=query,
         draws=torch.tensor([r.value for r in results], dtype=torch.float64),
         mc_stderr=torch.tensor([r.stderr for r in results], dtype=torch.float64),
         method=method or "draws",
+        identifiable=verdicts.pop() if len(verdicts) == 1 else None,
     )
