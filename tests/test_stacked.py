@@ -6,10 +6,18 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from zuko.transforms import MonotonicRQSTransform
+from zuko.utils import unpack
 
 from pyro_causalgen import StructuralCausalModel, fit, load, save
 from pyro_causalgen.errors import DataError
 from pyro_causalgen.mechanisms import FlowMechanism, MechanismDistribution
+from pyro_causalgen.mechanisms.spline import (
+    rqs_flow,
+    rqs_forward,
+    rqs_inverse,
+    rqs_table,
+)
 from pyro_causalgen.mechanisms.stacked import StackedFlowMechanism, StackedFlows
 
 # a DAG with roots, vector parents, a wide fan-in and one site without children
@@ -274,3 +282,91 @@ def test_bad_inputs_name_the_column(device):
         scm.log_prob_data(
             {k: v for k, v in _data(3, device, torch.float32).items() if k != "c"}
         )
+
+
+def _zuko_spline(phi: torch.Tensor, bins: int) -> MonotonicRQSTransform:
+    shapes = [(bins,), (bins,), (bins - 1,)]
+    return MonotonicRQSTransform(*unpack(phi, shapes), slope=1e-3)
+
+
+@pytest.mark.parametrize("bins", [8, 3])
+def test_fused_spline_equals_zuko(bins, device, dtype):
+    """Values, ladj, inverse and gradients of the fused spline are zuko's."""
+    g = torch.Generator().manual_seed(bins)
+    phi = 1.5 * torch.randn(6, 40, 3 * bins - 1, generator=g)
+    x = 4.0 * torch.randn(6, 40, generator=g)
+    x[0, :6] = torch.tensor([-12.0, -5.0, -4.999, 4.999, 5.0, 30.0])  # edges, outside
+    phi, x = phi.to(device, dtype), x.to(device, dtype)
+    assert (x.abs() > 5).any() and (x.abs() < 5).any()
+    ref = _zuko_spline(phi, bins)
+    tol = _tol(dtype)
+    table = rqs_table(phi, bins)
+    assert table.shape == (6, 40, 3, bins + 1)
+    y, ladj = rqs_forward(x, table)
+    y_ref, ladj_ref = ref.call_and_ladj(x)
+    assert torch.allclose(y, y_ref, **tol) and torch.allclose(ladj, ladj_ref, **tol)
+    outside = x.abs() > 5.0
+    assert torch.equal(y[outside], x[outside]) and torch.all(ladj[outside] == 0)
+    assert torch.allclose(rqs_inverse(y_ref, table), ref.inv(y_ref), **tol)
+    assert torch.allclose(rqs_inverse(y, table), x, **tol)
+    # gradients (hand-written backward) against autograd through zuko; off the
+    # knots at +-5 exactly, where zuko's last knot is 5 only up to rounding
+    x[0, 1], x[0, 4] = -5.5, 5.5
+    phi_a = phi.clone().requires_grad_(True)
+    x_a = x.clone().requires_grad_(True)
+    w = torch.randn(2, 6, 40, generator=g).to(device, dtype)
+    y, ladj = rqs_forward(x_a, rqs_table(phi_a, bins))
+    got = torch.autograd.grad((w[0] * y + w[1] * ladj).sum(), (x_a, phi_a))
+    phi_b = phi.clone().requires_grad_(True)
+    x_b = x.clone().requires_grad_(True)
+    y, ladj = _zuko_spline(phi_b, bins).call_and_ladj(x_b)
+    want = torch.autograd.grad((w[0] * y + w[1] * ladj).sum(), (x_b, phi_b))
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, **tol)
+
+
+def test_fused_spline_layers_compose_like_zuko(device, dtype):
+    """``rqs_flow`` over ``(S, L, rows, P)`` is zuko's layers in sequence."""
+    g = torch.Generator().manual_seed(1)
+    phi = torch.randn(4, 3, 30, 23, generator=g).to(device, dtype)
+    x = 3.0 * torch.randn(4, 30, generator=g).to(device, dtype)
+    y, ladj = rqs_flow(x, rqs_table(phi, 8))
+    y_ref, ladj_ref = x, torch.zeros_like(x)
+    for layer in range(3):
+        y_ref, a = _zuko_spline(phi[:, layer], 8).call_and_ladj(y_ref)
+        ladj_ref = ladj_ref + a
+    assert torch.allclose(y, y_ref, **_tol(dtype))
+    assert torch.allclose(ladj, ladj_ref, **_tol(dtype))
+
+
+def test_fused_spline_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    phi = torch.randn(2, 2, 5, 23, generator=g, dtype=torch.float64)
+    x = 4.0 * torch.randn(2, 5, generator=g, dtype=torch.float64)
+    phi.requires_grad_(True)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: rqs_flow(a, rqs_table(b, 8)), (x, phi))
+
+
+def test_cached_standardisation_follows_the_buffers(device, dtype):
+    group = _group("nsf", device, dtype)
+    data = _data(7, device, dtype)
+    before = group.log_prob_sites(data)
+    with torch.no_grad():  # in-place changes (as fit's standardisation makes)
+        group.views["b"].value_loc.add_(0.5)
+        group.views["c"].context_scale.mul_(2.0)
+    after = group.log_prob_sites(data)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, _per_site(group, data), **_tol(dtype))
+    state = {k: v.clone() for k, v in group.state_dict().items()}
+    fresh = _group("nsf", device, dtype)
+    fresh.log_prob_sites(data)  # fill its cache, then load over it
+    fresh.load_state_dict(state)
+    assert torch.allclose(fresh.log_prob_sites(data), after, **_tol(dtype))
+    with torch.inference_mode():
+        group.log_prob_sites(data)  # a cache built in inference mode ...
+    group.log_prob_sum(data).sum().backward()  # ... is not reused for training
+    other = torch.float64 if dtype == torch.float32 else torch.float32
+    moved = group.to(other)
+    data = {k: v.to(other) for k, v in data.items()}
+    assert moved.log_prob_sites(data).dtype == other

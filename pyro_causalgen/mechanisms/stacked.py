@@ -4,8 +4,11 @@ A causal model with one small flow per variable spends most of a training step i
 Python and kernel-launch overhead: ``S`` sites times ``L`` flow layers times a few
 linear layers each. :class:`StackedFlows` holds the hyper-networks of ``S`` scalar-site
 NSF (or MAF) mechanisms as stacked tensors, shape ``(S * L, in, out)``, and scores all
-sites of a data batch with one :func:`torch.baddbmm` per hyper-network layer and one
-spline (or affine) evaluation per flow layer, whatever ``S`` is.
+sites of a data batch with one :func:`torch.baddbmm` per hyper-network layer and, for
+NSF, one fused rational-quadratic spline pass over all sites and flow layers
+(:mod:`pyro_causalgen.mechanisms.spline`: zuko's spline, one knot table, one bin search
+and one gather per layer, a hand-written backward), whatever ``S`` is; MAF layers
+go through zuko's affine transform.
 
 The mechanisms stay per site: :attr:`StackedFlows.views` holds one
 :class:`StackedFlowMechanism` per site, an ordinary
@@ -39,6 +42,7 @@ from zuko.utils import unpack
 from pyro_causalgen.errors import DataError, ShapeError
 from pyro_causalgen.mechanisms.base import Mechanism, Shape, _as_shape, _numel
 from pyro_causalgen.mechanisms.flows import FlowMechanism
+from pyro_causalgen.mechanisms.spline import rqs_flow, rqs_table
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -191,6 +195,31 @@ class StackedFlows(nn.Module):
             loc_index[i, :w] = torch.arange(start, start + w)
             start += w
         self.register_buffer("_loc_index", loc_index, persistent=False)
+        # the batched pass stacks one data row per site (internal order), then the
+        # parents that are not scalar sites of this group (flattened), then zeros:
+        # ``_row_index[g, c]`` is the row of context column ``c`` of hyper-network
+        # ``g = slot * L + layer`` (the padding points at the zero row)
+        extra = [p for p in inputs if not (p in self._slot and inputs[p] == ())]
+        self._extra_inputs = extra
+        row_of: dict[str, int] = {s: self._slot[s] for s in self._internal}
+        n_rows = len(self._internal)
+        for p in extra:
+            row_of[p], n_rows = n_rows, n_rows + _numel(inputs[p])
+        rows_index = torch.full((len(widths), self.max_context), n_rows)
+        for i, s in enumerate(self._ctx_sites):
+            r = [
+                row_of[p] + k
+                for p, shape in site_parents[s].items()
+                for k in range(_numel(shape))
+            ]
+            rows_index[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        self.register_buffer(
+            "_row_index",
+            rows_index.repeat_interleave(self.transforms, 0),
+            persistent=False,
+        )
+        # (inference mode, [(buffer, version)]), stacked buffers: see _standardisation
+        self._cache: tuple[tuple[bool, list[tuple[Tensor, int]]], tuple] | None = None
 
         L, G = self.transforms, len(self._ctx_sites) * self.transforms
         dims = [self.max_context, *self.hidden_features, self.total]
@@ -305,23 +334,68 @@ class StackedFlows(nn.Module):
             ``(*batch, *event)`` for each parent; batch shapes broadcast.
         :returns: log densities in the order of :attr:`sites`.
         """
-        lp = self._log_prob_internal(data)
+        lp, batch = self._log_prob_internal(data)
         order = [self._slot[s] for s in self.sites]
         if order != list(range(len(order))):
-            lp = lp[..., order]
-        return lp
+            lp = lp[order]
+        return lp.T.reshape(*batch, -1)
 
     def log_prob_sum(self, data: Mapping[str, Tensor]) -> Tensor:
         """``sum_s log p(x_s | pa_s)`` per row, ``(*batch,)``."""
-        return self._log_prob_internal(data).sum(-1)
+        lp, batch = self._log_prob_internal(data)
+        return lp.sum(0).reshape(batch)
 
-    def _log_prob_internal(self, data: Mapping[str, Tensor]) -> Tensor:
+    def _standardisation(self) -> tuple[Tensor, ...]:
+        """Stacked standardisation of the batched pass, cached until a buffer changes.
+
+        :returns: value ``loc`` and ``scale``, ``(S, 1)``;
+            ``log scale + log(2 pi) / 2``, ``(S, 1)``; context ``loc`` and
+            ``scale``, ``(S_ctx * L, Cmax, 1)`` (padding at 0 and 1); internal order.
+
+        The cache is keyed on the identity and version counter of every site's four
+        buffers (``copy_``, ``fit``'s standardisation, ``load_state_dict`` and ``.to``
+        all invalidate it) and on inference mode.
+        """
+        views = [self.views[s]._buffers for s in self._internal]
+        names = ("value_loc", "value_scale", "context_loc", "context_scale")
+        bufs: list[Tensor] = [b[n] for b in views for n in names]  # type: ignore[misc]
+        inference = torch.is_inference_mode_enabled()
+        try:
+            key = [(t, t._version) for t in bufs]
+        except RuntimeError:  # inference tensors have no version counter
+            key = None
+        cache = self._cache
+        if (
+            key is not None
+            and cache is not None
+            and cache[0][0] is inference
+            and all(a is b and u == v for (a, u), (b, v) in zip(cache[0][1], key))
+        ):
+            return cache[1]
+        loc = torch.stack(bufs[0::4])[:, None]
+        scale = torch.stack(bufs[1::4])[:, None]
+        const = scale.log() + _HALF_LOG_2PI
+        out: tuple[Tensor, ...] = (loc, scale, const)
+        n_ctx = len(self._ctx_sites)
+        if n_ctx:
+            ref = self.root_phi
+            cloc = torch.cat(bufs[2 : 4 * n_ctx : 4] + [ref.new_zeros(1)])
+            cscale = torch.cat(bufs[3 : 4 * n_ctx : 4] + [ref.new_ones(1)])
+            where = self._loc_index.repeat_interleave(self.transforms, 0)
+            out += (cloc[where][..., None], cscale[where][..., None])
+        self._cache = ((inference, key), out) if key is not None else None
+        return out
+
+    def _log_prob_internal(
+        self, data: Mapping[str, Tensor]
+    ) -> tuple[Tensor, torch.Size]:
+        """Log densities ``(S, rows)`` in internal site order, and the batch shape."""
         ref = self.root_phi
-        views = [self.views[s] for s in self._internal]
         values = [self._column(data, s, ref) for s in self._internal]
-        columns = [self._column(data, p, ref) for p in self.inputs]
+        extra = [self._column(data, p, ref) for p in self._extra_inputs]
         batch_shapes = [v.shape for v in values]
-        for (p, shape), c in zip(self.inputs.items(), columns):
+        for p, c in zip(self._extra_inputs, extra):
+            shape = self.inputs[p]
             k = len(shape)
             if tuple(c.shape[c.dim() - k :]) != shape or c.dim() < k:
                 raise ShapeError(
@@ -337,43 +411,50 @@ class StackedFlows(nn.Module):
                 f"their parents do not broadcast"
             ) from err
         rows = _numel(tuple(batch))
-        x = torch.stack([v.expand(batch) for v in values], -1).reshape(rows, -1)
-        loc = torch.stack([v.value_loc for v in views])
-        scale = torch.stack([v.value_scale for v in views])
-        z = ((x - loc) / scale).T  # (S, rows)
+        L, S, n_ctx = self.transforms, len(self._internal), len(self._ctx_sites)
+        std = self._standardisation()
+        loc, scale, const = std[:3]
 
-        L, n_ctx = self.transforms, len(self._ctx_sites)
+        # one data row per site (and per extra parent column), then the zero row
+        data_rows = [v if v.shape == batch else v.expand(batch) for v in values]
+        if n_ctx:
+            data_rows.append(ref.new_zeros(()).expand(batch))
+        x = torch.stack(data_rows).reshape(len(data_rows), rows)
+        if extra:
+            cols = [
+                c.expand(*batch, *self.inputs[p]).reshape(rows, -1).T
+                for p, c in zip(self._extra_inputs, extra)
+            ]
+            x = torch.cat([x[:S], *cols, x[S:]])
+        z = (x[:S] - loc) / scale  # (S, rows)
+
         phis = []
         if n_ctx:
-            cols = [
-                c.expand(*batch, *shape).reshape(rows, -1)
-                for c, shape in zip(columns, self.inputs.values())
-            ]
-            cols.append(torch.zeros_like(x[:, :1]))
-            ctx = torch.cat(cols, -1)[:, self.context_index]  # (rows, S_ctx, Cmax)
-            ctx_views = views[:n_ctx]
-            pad0, pad1 = ref.new_zeros(1), ref.new_ones(1)
-            cloc = torch.cat([v.context_loc for v in ctx_views] + [pad0])
-            cscale = torch.cat([v.context_scale for v in ctx_views] + [pad1])
-            ctx = (ctx - cloc[self._loc_index]) / cscale[self._loc_index]
-            h = ctx.transpose(0, 1).unsqueeze(1).expand(n_ctx, L, rows, -1)
-            h = h.reshape(n_ctx * L, rows, self.max_context)
+            # (S_ctx * L, Cmax, rows): each hyper-network's standardised context
+            ctx = (x[self._row_index] - std[3]) / std[4]
+            h = ctx.transpose(1, 2)  # (G, rows, Cmax)
             last = len(self.weights) - 1
             for k, (w, b) in enumerate(zip(self.weights, self.biases)):
                 h = torch.baddbmm(b, h, w)
                 if k < last:
-                    h = torch.relu(h)
+                    h = h.relu_()  # in place: baddbmm's backward does not need h
             phis.append(h.view(n_ctx, L, rows, self.total))
         if self._root_sites:
             phis.append(self.root_phi[:, :, None, :].expand(-1, -1, rows, -1))
         phi = torch.cat(phis, 0) if len(phis) > 1 else phis[0]  # (S, L, rows, P)
 
-        ladj = torch.zeros_like(z)
-        for layer in range(L):
-            z, a = self._layer(phi[:, layer]).call_and_ladj(z)
-            ladj = ladj + a
-        lp = ladj - 0.5 * z.square() - _HALF_LOG_2PI - scale.log()[:, None]
-        return lp.T.reshape(*batch, -1)
+        ladj: Tensor | None = None
+        if self.flow == "nsf":
+            table = rqs_table(phi, self.bins, slope=1e-3)  # (S, L, rows, 3, K + 1)
+            # contiguous knot positions for the bin search, (L, S, rows, K + 1)
+            knots = table[:, :, :, 0].detach().transpose(0, 1).contiguous()
+            z, ladj = rqs_flow(z, table, knots)
+        else:
+            for layer in range(L):
+                z, a = self._layer(phi[:, layer]).call_and_ladj(z)
+                ladj = a if ladj is None else ladj + a
+        assert ladj is not None
+        return ladj - 0.5 * z.square() - const, batch
 
     # ------------------------------------------------------------- conversion
     @classmethod
