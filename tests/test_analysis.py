@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import arviz as az
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -178,3 +180,35 @@ def test_guard_warns_for_a_confounded_effect_and_passes_an_identified_one():
     )
     assert est.identifiable is True
     assert interventional_mean(confounded, "y", {"x": 1.0}, n=10).identifiable is None
+
+
+def test_unit_level_effects_cate_and_ett_are_exact_on_a_heterogeneous_scm():
+    """y = t * (1 + z) + noise: unit effect of t (1 vs 0) is exactly 1 + z_i."""
+    from pyro_causalgen.analysis import (
+        conditional_average_treatment_effect,
+        effect_of_treatment_on_the_treated,
+        unit_level_effects,
+    )
+
+    def model(n):
+        with pyro.plate("units", n):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            t = pyro.sample("t", dist.Normal(z, 1.0))
+            return pyro.sample("y", dist.Normal(t * (1 + z), 0.5))
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(200, generator=g)
+    t = torch.where(torch.rand(200, generator=g) < 0.5, 1.0, 0.0)
+    y = t * (1 + z) + 0.5 * torch.randn(200, generator=g)
+    data = {"z": z, "t": t, "y": y}
+    effects = unit_level_effects(model, data, "y", "t", 1.0, 0.0, 200)
+    assert torch.allclose(effects, 1 + z, atol=1e-5)
+    old = z > 1.0
+    cate = conditional_average_treatment_effect(
+        model, data, "y", "t", 1.0, 0.0, old, 200
+    )
+    assert cate.value == pytest.approx((1 + z[old]).mean().item(), abs=1e-5)
+    ett = effect_of_treatment_on_the_treated(model, data, "y", "t", 1.0, 0.0, 200)
+    assert ett.value == pytest.approx((1 + z[t == 1]).mean().item(), abs=1e-5)
+    with pytest.raises(ValueError, match="no observed unit has t == 2.0"):
+        effect_of_treatment_on_the_treated(model, data, "y", "t", 2.0, 0.0, 200)

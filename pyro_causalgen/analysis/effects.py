@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from pyro_causalgen.analysis.simulate import paired_simulations, simulate, site_values
@@ -137,3 +138,95 @@ def average_treatment_effect(
     )
     diff = site_values(treated_run, outcome) - site_values(control_run, outcome)
     return _mean_and_se(diff, verdict)
+
+
+def unit_level_effects(
+    model: Callable,
+    data: Mapping[str, Tensor],
+    outcome: str,
+    treatment: str,
+    treated: Any,
+    control: Any,
+    *args: Any,
+    **kwargs: Any,
+) -> Tensor:
+    """``Y_i(T=treated) - Y_i(T=control)`` for every observed unit ``i``, ``(n, ...)``.
+
+    Both arms are worlds of one multi-world counterfactual, so each unit keeps its
+    abducted noise (exact where the mechanisms are invertible and observed, a posterior
+    draw otherwise) in both. ``args``/``kwargs`` go to the model (e.g. ``n=rows``).
+
+    Example::
+
+        >>> from pyro_causalgen.scm import StructuralCausalModel
+        >>> scm = StructuralCausalModel({"t": [], "y": ["t"]}, mechanism="locscale")
+        >>> rows = {"t": torch.randn(3), "y": torch.randn(3)}
+        >>> unit_level_effects(scm, rows, "y", "t", 1.0, 0.0, n=3).shape
+        torch.Size([3])
+    """
+    from pyro_causalgen.infer.counterfactual import counterfactual
+
+    worlds = {"treated": {treatment: treated}, "control": {treatment: control}}
+    out = counterfactual(model, data, worlds, *args, **kwargs)
+    return site_values(out["treated"], outcome) - site_values(out["control"], outcome)
+
+
+def conditional_average_treatment_effect(
+    model: Callable,
+    data: Mapping[str, Tensor],
+    outcome: str,
+    treatment: str,
+    treated: Any,
+    control: Any,
+    where: Tensor | None = None,
+    *args: Any,
+    **kwargs: Any,
+) -> MonteCarloEstimate:
+    """Mean unit-level effect over the observed units selected by ``where``.
+
+    With ``where`` a boolean mask over rows (e.g. ``data["age"] > 60``) this is the
+    sample CATE of that subgroup; with ``where = data[treatment] == treated`` it is the
+    effect of treatment on the treated (see
+    :func:`effect_of_treatment_on_the_treated`). The standard error is that of the mean
+    over the selected units.
+
+    :raises ValueError: if ``where`` selects no unit.
+    """
+    effects = unit_level_effects(
+        model, data, outcome, treatment, treated, control, *args, **kwargs
+    )
+    if where is not None:
+        where = where.to(effects.device).bool()
+        if not bool(where.any()):
+            raise ValueError(f"`where` selects none of the {len(where)} units")
+        effects = effects[where]
+    return _mean_and_se(effects.detach(), None)
+
+
+def effect_of_treatment_on_the_treated(
+    model: Callable,
+    data: Mapping[str, Tensor],
+    outcome: str,
+    treatment: str,
+    treated: Any,
+    control: Any,
+    *args: Any,
+    **kwargs: Any,
+) -> MonteCarloEstimate:
+    """``E[Y(treated) - Y(control) | T = treated]`` over the observed treated units.
+
+    For continuous treatments select the units yourself and use
+    :func:`conditional_average_treatment_effect`.
+
+    :raises ValueError: naming the treatment if no unit has ``T == treated``.
+    """
+    t = site_values(data, treatment)
+    where = t == torch.as_tensor(treated, dtype=t.dtype, device=t.device)
+    if not bool(where.any()):
+        raise ValueError(
+            f"no observed unit has {treatment} == {treated}; for continuous treatments "
+            "pass a mask to conditional_average_treatment_effect"
+        )
+    return conditional_average_treatment_effect(
+        model, data, outcome, treatment, treated, control, where, *args, **kwargs
+    )
