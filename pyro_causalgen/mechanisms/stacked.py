@@ -269,6 +269,13 @@ class StackedFlows(nn.Module):
     # --------------------------------------------------------------- per site
     def _site_mlp(self, slot: int, context: Tensor) -> Tensor:
         """Hyper-network outputs of one site's ``L`` layers, ``(*batch, L, P)``."""
+        h = self._site_mlp_layers(slot, context)
+        return h.transpose(0, 1).reshape(
+            *context.shape[:-1], self.transforms, self.total
+        )
+
+    def _site_mlp_layers(self, slot: int, context: Tensor) -> Tensor:
+        """Hyper-network outputs, layer-major and contiguous: ``(L, rows, P)``."""
         L, width = self.transforms, self._context_widths[slot]
         if context.shape[-1] != width:
             raise ShapeError(
@@ -276,14 +283,13 @@ class StackedFlows(nn.Module):
                 f"features, got shape {tuple(context.shape)}"
             )
         rows = slice(slot * L, (slot + 1) * L)
-        batch = context.shape[:-1]
         h = context.reshape(1, -1, width).expand(L, -1, -1)  # (L, rows, C)
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b[rows], h, w[rows, :width] if k == 0 else w[rows])
             if k < last:
                 h = torch.relu(h)
-        return h.transpose(0, 1).reshape(*batch, L, self.total)
+        return h
 
     def site_phi(self, site: str, context: Tensor | None) -> Tensor:
         """Flow-layer parameters of ``site``: ``(*batch, L, P)`` (``(L, P)`` at roots).
@@ -302,12 +308,16 @@ class StackedFlows(nn.Module):
 
     def site_transform(self, site: str, context: Tensor | None) -> Transform:
         """Map standardised data ``(*batch, 1)`` to noise for one site (event dim 1)."""
-        phi = self.site_phi(site, context)
+        slot = self._slot[site]
+        if slot >= len(self._ctx_sites) or context is None:
+            phi = self.site_phi(site, context)
+            layers = [phi[..., i : i + 1, :] for i in range(self.transforms)]
+        else:  # layer-major hyper-network output: each layer's parameters contiguous
+            h = self._site_mlp_layers(slot, context)
+            batch = (*context.shape[:-1], 1, self.total)
+            layers = [h[i].reshape(batch) for i in range(self.transforms)]
         return ComposedTransform(
-            *(
-                DependentTransform(self._layer(phi[..., i : i + 1, :]), 1)
-                for i in range(self.transforms)
-            )
+            *(DependentTransform(self._layer(phi_i), 1) for phi_i in layers)
         )
 
     # ---------------------------------------------------------------- batched
