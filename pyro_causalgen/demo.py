@@ -35,7 +35,7 @@ from pyro_causalgen.analysis.plots import (
     plot_interventional_densities,
 )
 from pyro_causalgen.datasets import TRIANGLE_GRAPH, load_triangle, triangle_effect
-from pyro_causalgen.datasets.triangle import triangle_mechanisms
+from pyro_causalgen.datasets.triangle import triangle_mechanisms, triangle_noise
 from pyro_causalgen.export import to_inference_data
 from pyro_causalgen.graph import ADMG
 from pyro_causalgen.identify import identify
@@ -54,14 +54,6 @@ class Row:
     lower: float = math.nan
     upper: float = math.nan
     truth: float = math.nan
-
-
-def _triangle_counterfactual_truth(data: dict[str, torch.Tensor], x_cf: float):
-    """Exact counterfactual y under do(x = x_cf): closed-form abduction of the noise."""
-    u_x = data["x"]
-    u_z = (data["z"] - torch.sin(data["x"])) / 0.5
-    u_y = (data["y"] - 0.5 * data["x"] - data["z"] ** 2) / 0.3
-    return triangle_mechanisms({"x": u_x, "z": u_z, "y": u_y}, {"x": x_cf})
 
 
 def run_demo(
@@ -122,9 +114,8 @@ def run_demo(
     ]
     near = data["x"].abs() < 0.05  # units observed with x ~ 0
     observed = {k: v[near][:units] for k, v in data.items()}
-    truth_cf = _triangle_counterfactual_truth(
-        {k: v.double() for k, v in observed.items()}, 1.0
-    )
+    exact_noise = triangle_noise({k: v.double() for k, v in observed.items()})
+    truth_cf = triangle_mechanisms(exact_noise, {"x": 1.0})
     unit_effect_truth = (truth_cf["y"] - observed["y"].double()).mean().item()
 
     def unit_effect(m: Any) -> MonteCarloEstimate:

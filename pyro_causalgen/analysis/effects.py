@@ -20,6 +20,7 @@ from pyro_causalgen.analysis.simulate import paired_simulations, simulate, site_
 from pyro_causalgen.graph import extract_graph
 from pyro_causalgen.identify import CausalQuery
 from pyro_causalgen.identify.guard import check_identifiable
+from pyro_causalgen.infer.counterfactual import counterfactual
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,6 @@ def unit_level_effects(
         >>> unit_level_effects(scm, rows, "y", "t", 1.0, 0.0, n=3).shape
         torch.Size([3])
     """
-    from pyro_causalgen.infer.counterfactual import counterfactual
-
     worlds = {"treated": {treatment: treated}, "control": {treatment: control}}
     out = counterfactual(model, data, worlds, *args, **kwargs)
     return site_values(out["treated"], outcome) - site_values(out["control"], outcome)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from pyro_causalgen.errors import UnknownSiteError
@@ -21,7 +22,7 @@ class _Recorder(Messenger):
         self.values: dict[str, Tensor] = {}
 
     def _pyro_post_sample(self, msg: dict) -> None:
-        if type(msg["fn"]).__name__ != "_Subsample":
+        if not site_is_subsample(msg):
             self.values[msg["name"]] = msg["value"]
 
 

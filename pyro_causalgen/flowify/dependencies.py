@@ -19,6 +19,7 @@ from typing import Any
 import pyro
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
 
 from pyro_causalgen.flowify.errors import UnsupportedModelError
@@ -87,7 +88,7 @@ def is_deterministic(msg: Mapping[str, Any]) -> bool:
 
 
 def is_plate_site(msg: Mapping[str, Any]) -> bool:
-    return type(msg["fn"]).__name__ == "_Subsample"
+    return site_is_subsample(msg)
 
 
 class _TrialMessenger(Messenger):

@@ -24,6 +24,7 @@ import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.ops.provenance import ProvenanceTensor, detach_provenance, get_provenance
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from pyro_causalgen.errors import UnknownSiteError
 from pyro_causalgen.graph.admg import ADMG
@@ -70,7 +71,7 @@ class _TagSites(Messenger):
     def _pyro_post_sample(self, msg: dict) -> None:
         if msg["type"] != "sample" or msg["infer"].get("is_auxiliary"):
             return
-        if msg["infer"].get("_do_not_trace") or _is_subsample(msg):
+        if msg["infer"].get("_do_not_trace") or site_is_subsample(msg):
             return
         name = msg["name"]
         infer = msg["infer"]
@@ -99,12 +100,6 @@ class _TagSites(Messenger):
         msg["value"] = ProvenanceTensor(
             detach_provenance(msg["value"]), frozenset({name})
         )
-
-
-def _is_subsample(msg: dict) -> bool:
-    from pyro.poutine.util import site_is_subsample
-
-    return site_is_subsample(msg)
 
 
 def model_dependencies(

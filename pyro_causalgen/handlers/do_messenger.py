@@ -16,6 +16,7 @@ import pyro.distributions as dist
 import torch
 from chirho.interventional.ops import intervene
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from pyro_causalgen.errors import CausalModelError, ShapeError, UnknownSiteError
@@ -77,7 +78,7 @@ class DoMessenger(Messenger):
                 )
 
     def _pyro_sample(self, msg: dict) -> None:
-        if type(msg["fn"]).__name__ != "_Subsample":  # plates announce themselves too
+        if not site_is_subsample(msg):  # plates announce themselves too
             self._seen.append(msg["name"])
 
     def _pyro_post_sample(self, msg: dict) -> None:

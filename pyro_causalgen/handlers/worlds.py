@@ -35,6 +35,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import constraints
 
@@ -394,7 +395,7 @@ class WorldsMessenger(Messenger):
 
     def _pyro_sample(self, msg: dict) -> None:
         self._track_plates(msg)
-        if type(msg["fn"]).__name__ == "_Subsample":
+        if site_is_subsample(msg):
             return
         infer = msg["infer"]
         if infer.get(INFER_NOISE) or infer.get("_do_not_intervene"):

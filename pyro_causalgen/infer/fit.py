@@ -17,6 +17,7 @@ from typing import Any
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -51,7 +52,7 @@ def _sample_sites(trace: poutine.Trace) -> dict[str, Any]:
     return {
         name: site
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample"
+        if site["type"] == "sample" and not site_is_subsample(site)
     }
 
 
