@@ -23,8 +23,36 @@ class ShapeError(CausalModelError):
 
 
 class CounterfactualError(CausalModelError):
-    """A counterfactual query is malformed or a handler is misused; names the site."""
+    """A counterfactual query is malformed or a handler is misused; names the site.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist
+        >>> from pyro_causalgen.handlers import TwinWorldCounterfactual
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(0.0, 1.0), obs=0.0)
+        >>> try:
+        ...     with TwinWorldCounterfactual({}):
+        ...         model()
+        ... except CounterfactualError as err:
+        ...     print("x" in str(err))
+        True
+    """
 
 
 class NoiseRepresentationError(CounterfactualError):
-    """A site's distribution has no known noise representation ``x = f(u; pa)``."""
+    """A site's distribution has no known noise representation ``x = f(u; pa)``.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist
+        >>> from pyro_causalgen.handlers import TwinWorldCounterfactual
+        >>> def model():
+        ...     pyro.sample("k", dist.Poisson(3.0))
+        >>> try:
+        ...     with TwinWorldCounterfactual({}):
+        ...         model()
+        ... except NoiseRepresentationError as err:
+        ...     print(str(err).split(":")[0])
+        site 'k'
+    """

@@ -29,6 +29,14 @@ class MonteCarloEstimate:
 
     ``identifiable`` is the verdict of the identification guard when it ran (see
     ``observed`` in :func:`interventional_mean`), else ``None``.
+
+    Example::
+
+        >>> from pyro_causalgen.scm import StructuralCausalModel
+        >>> scm = StructuralCausalModel({"x": [], "y": ["x"]}, mechanism="locscale")
+        >>> est = interventional_mean(scm, "y", {"x": 1.0}, n=100, observed=["x", "y"])
+        >>> est.samples, est.identifiable
+        (100, True)
     """
 
     value: float
@@ -190,6 +198,16 @@ def conditional_average_treatment_effect(
     over the selected units.
 
     :raises ValueError: if ``where`` selects no unit.
+
+    Example::
+
+        >>> from pyro_causalgen.scm import StructuralCausalModel
+        >>> scm = StructuralCausalModel({"t": [], "y": ["t"]}, mechanism="locscale")
+        >>> rows = {"t": torch.tensor([0.0, 1.0, 2.0]), "y": torch.randn(3)}
+        >>> cate = conditional_average_treatment_effect(
+        ...     scm, rows, "y", "t", 1.0, 0.0, rows["t"] > 0.5, n=3)
+        >>> cate.samples  # the two selected units
+        2
     """
     effects = unit_level_effects(
         model, data, outcome, treatment, treated, control, *args, **kwargs
@@ -218,6 +236,15 @@ def effect_of_treatment_on_the_treated(
     :func:`conditional_average_treatment_effect`.
 
     :raises ValueError: naming the treatment if no unit has ``T == treated``.
+
+    Example::
+
+        >>> from pyro_causalgen.scm import StructuralCausalModel
+        >>> scm = StructuralCausalModel({"t": [], "y": ["t"]}, mechanism="locscale")
+        >>> rows = {"t": torch.tensor([0.0, 1.0, 1.0]), "y": torch.randn(3)}
+        >>> effect_of_treatment_on_the_treated(scm, rows, "y", "t", 1.0, 0.0,
+        ...                                    n=3).samples
+        2
     """
     t = site_values(data, treatment)
     where = t == torch.as_tensor(treated, dtype=t.dtype, device=t.device)

@@ -46,6 +46,15 @@ class SiteInfo:
     :param observed: whether the program observes it (``obs=``).
     :param deterministic: ``pyro.deterministic`` (or ``Delta``) site.
     :param fn: the distribution the program built in the trial run.
+
+    Example::
+
+        >>> def model():
+        ...     x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("y", dist.Normal(2 * x, 1.0).expand([3]).to_event(1))
+        >>> info = discover_structure(model)["y"]
+        >>> info.parents, info.event_shape, info.observed
+        (('x',), (3,), False)
     """
 
     name: str

@@ -51,7 +51,21 @@ _FORMAT = "pyro_causalgen.flowify/1"
 
 
 class FlowifyWarning(UserWarning):
-    """A site was left as the program wrote it by a rule, not by the user's choice."""
+    """A site was left as the program wrote it by a rule, not by the user's choice.
+
+    Example::
+
+        >>> import warnings
+        >>> def model(n=1):
+        ...     with pyro.plate("units", n):
+        ...         z = pyro.sample("z", dist.Bernoulli(0.3))
+        ...         pyro.sample("y", dist.Normal(z, 1.0))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     fm = flowify(model, mechanism_kwargs={"hidden_features": (4,)})
+        >>> [w.category.__name__ for w in caught], fm.kept_sites
+        (['FlowifyWarning'], ['z'])
+    """
 
 
 def _module_key(name: str, taken: set[str]) -> str:
@@ -255,6 +269,14 @@ def choose_sites(
     :raises UnknownSiteError: for names that are not stochastic sites of the program.
     :raises UnsupportedModelError: naming each site that cannot be learned and was
         neither kept nor left out of ``sites``.
+
+    Example::
+
+        >>> def model():
+        ...     x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("y", dist.Normal(x, 1.0))
+        >>> choose_sites(discover_structure(model), keep="y")
+        ['x']
     """
     stochastic = [s for s, i in structure.items() if not i.deterministic]
     chosen, kept = _as_names(sites), _as_names(keep) or []

@@ -25,7 +25,13 @@ Intervention = Tensor | float | int | dist.Distribution | Callable[[Tensor], Ten
 
 
 def stochastic_site_name(name: str) -> str:
-    """Name of the sample site that draws a stochastic intervention on ``name``."""
+    """Name of the sample site that draws a stochastic intervention on ``name``.
+
+    Example::
+
+        >>> stochastic_site_name("x")
+        'do(x)'
+    """
     return f"do({name})"
 
 
@@ -43,6 +49,15 @@ class DoMessenger(Messenger):
     value seen downstream changes. A name that the model never samples raises
     :class:`~pyro_causalgen.errors.UnknownSiteError` when the model returns, listing
     the sites it has.
+
+    Example (``do`` builds this messenger)::
+
+        >>> def model():
+        ...     x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        ...     return pyro.sample("y", dist.Normal(x, 1e-6))
+        >>> y = DoMessenger({"x": 3.0})(model)()
+        >>> abs(y.item() - 3.0) < 1e-4
+        True
 
     :param actions: mapping ``site name -> intervention``.
     """

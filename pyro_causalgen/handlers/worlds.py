@@ -240,6 +240,17 @@ class WorldsMessenger(Messenger):
 
     Interventions from an enclosed ``do`` (this package's or ChiRho's) apply in every
     non-factual world.
+
+    Its subclasses are the user-facing handlers, e.g. the twin world::
+
+        >>> from pyro_causalgen.handlers import TwinWorldCounterfactual
+        >>> def model():
+        ...     x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        ...     return pyro.sample("y", dist.Normal(x, 1.0))
+        >>> with TwinWorldCounterfactual(interventions={"x": 1.0}):
+        ...     y = model()
+        >>> y.shape  # (factual, counterfactual) on the left of the plates
+        torch.Size([2])
     """
 
     def __init__(

@@ -74,6 +74,14 @@ class Mechanism(nn.Module):
     :param support: ``"real"`` (default), ``"positive"`` or ``"unit_interval"`` (or the
         matching ``torch.distributions.constraints``): values are mapped onto it by
         ``biject_to(support)`` after the flow, which works on the reals.
+
+    Example (a subclass; called with parent values it returns a distribution)::
+
+        >>> from pyro_causalgen.mechanisms import NSFMechanism
+        >>> mech = NSFMechanism(event_shape=(), parents={"x": ()}, name="y")
+        >>> d = mech(x=torch.zeros(5))
+        >>> d.batch_shape, d.event_shape, isinstance(mech, Mechanism)
+        (torch.Size([5]), torch.Size([]), True)
     """
 
     def __init__(

@@ -33,6 +33,16 @@ class ToNoiseTransform(Transform):
     :param event_dim: 0 for scalar sites, 1 for vector sites.
     :param support: the site's (elementwise) support, or ``None`` for the reals; it is
         reached by ``biject_to(support)``.
+
+    Example (an affine flow ``t``; the inverse maps noise back to data)::
+
+        >>> import zuko
+        >>> t = ToNoiseTransform(torch.tensor(1.0), torch.tensor(2.0),
+        ...                      zuko.transforms.IdentityTransform(), event_dim=0)
+        >>> t(torch.tensor([3.0]))  # (3 - 1) / 2
+        tensor([1.])
+        >>> t.inv(torch.tensor([1.0]))
+        tensor([3.])
     """
 
     bijective = True
