@@ -288,7 +288,7 @@ class StackedFlows(nn.Module):
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b[rows], h, w[rows, :width] if k == 0 else w[rows])
             if k < last:
-                h = torch.relu(h)
+                h = torch.relu_(h)  # in place: h is baddbmm's fresh output
         return h
 
     def site_phi(self, site: str, context: Tensor | None) -> Tensor:
