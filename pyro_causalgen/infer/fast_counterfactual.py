@@ -44,6 +44,7 @@ from torch import Tensor
 
 from pyro_causalgen.handlers.worlds import COUNTERFACTUAL, FACTUAL
 from pyro_causalgen.mechanisms.distribution import ToNoiseTransform
+from pyro_causalgen.mechanisms.spline import rqs_flow, rqs_table
 from pyro_causalgen.mechanisms.stacked import StackedFlowMechanism, StackedFlows
 from pyro_causalgen.scm import StructuralCausalModel
 
@@ -232,19 +233,15 @@ def _noise_batch(
     n = contexts[0].shape[0]
     # (G * L, n, C): each site's context once per flow layer, as in _site_mlp
     h = torch.stack(contexts).unsqueeze(1).expand(-1, L, -1, -1)
-    h = h.reshape(G * L, n, width)
-    last = len(group.weights) - 1
-    for k, (w, b) in enumerate(zip(group.weights, group.biases)):
-        h = torch.baddbmm(b[rows], h, w[rows, :width] if k == 0 else w[rows])
-        if k < last:
-            h = torch.relu(h)
-    phi = h.view(G, L, n, group.total)
+    phi = group.hyper_networks(h.reshape(G * L, n, width), rows)
+    phi = phi.view(G, L, n, group.total)
     loc = torch.stack([v.value_loc for v in views]).unsqueeze(-1)
     scale = torch.stack([v.value_scale for v in views]).unsqueeze(-1)
     x = torch.stack([data[s] for s in names])  # (G, n)
-    z = ((x - loc) / scale).unsqueeze(-1)  # (G, n, 1), as ToNoiseTransform._lift
+    z = (x - loc) / scale  # (G, n), as ToNoiseTransform
+    if group.flow == "nsf":  # as RQSFlowTransform.call_and_ladj, all sites at once
+        return dict(zip(names, rqs_flow(z, rqs_table(phi, group.bins))[0].unbind(0)))
+    z = z.unsqueeze(-1)  # (G, n, 1), as ToNoiseTransform._lift
     for i in range(L):  # as site_transform: layer i's parameters, (G, n, 1, P)
-        # the forward map alone: the same arithmetic for ``u`` as ``call_and_ladj``
-        # (the handler's abduction), without the log-Jacobian
         z = group._layer(phi[:, i].unsqueeze(-2))(z)
     return dict(zip(names, z.squeeze(-1).unbind(0)))

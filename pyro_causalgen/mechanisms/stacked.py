@@ -42,7 +42,7 @@ from zuko.utils import unpack
 from pyro_causalgen.errors import DataError, ShapeError
 from pyro_causalgen.mechanisms.base import Mechanism, Shape, _as_shape, _numel
 from pyro_causalgen.mechanisms.flows import FlowMechanism
-from pyro_causalgen.mechanisms.spline import rqs_flow, rqs_table
+from pyro_causalgen.mechanisms.spline import RQSFlowTransform, rqs_flow, rqs_table
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -284,11 +284,22 @@ class StackedFlows(nn.Module):
             )
         rows = slice(slot * L, (slot + 1) * L)
         h = context.reshape(1, -1, width).expand(L, -1, -1)  # (L, rows, C)
+        return self.hyper_networks(h, rows)
+
+    def hyper_networks(self, h: Tensor, rows: slice | Tensor = slice(None)) -> Tensor:
+        """Apply the stacked MLPs ``rows`` (``g = slot * L + layer``) to contexts ``h``.
+
+        :param h: ``(G, rows, C)`` standardised contexts of the ``G`` selected
+            hyper-networks; ``C`` may be narrower than the widest context (the padding
+            columns are then skipped).
+        :returns: ``(G, rows, P)`` flow-layer parameters.
+        """
+        width = h.shape[-1]
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b[rows], h, w[rows, :width] if k == 0 else w[rows])
             if k < last:
-                h = torch.relu_(h)  # in place: h is baddbmm's fresh output
+                h = h.relu_()  # in place: baddbmm's backward does not need its output
         return h
 
     def site_phi(self, site: str, context: Tensor | None) -> Tensor:
@@ -303,12 +314,34 @@ class StackedFlows(nn.Module):
             raise ShapeError(f"StackedFlows: site '{site}' needs a context")
         return self._site_mlp(slot, context)
 
+    def _site_phi_layers(self, slot: int, context: Tensor | None) -> Tensor:
+        """Layer-major flow parameters: ``(L, *batch, P)``, at roots ``(L, P)``."""
+        n_ctx = len(self._ctx_sites)
+        if slot >= n_ctx:
+            return self.root_phi[slot - n_ctx]
+        if context is None:
+            raise ShapeError(
+                f"StackedFlows: site '{self._internal[slot]}' needs a context"
+            )
+        h = self._site_mlp_layers(slot, context)  # (L, rows, P)
+        return h.reshape(self.transforms, *context.shape[:-1], self.total)
+
     def _layer(self, phi: Tensor) -> Transform:
         return self._univariate(*unpack(phi, self.shapes))
 
     def site_transform(self, site: str, context: Tensor | None) -> Transform:
-        """Map standardised data ``(*batch, 1)`` to noise for one site (event dim 1)."""
+        """Map standardised data ``(*batch, 1)`` to noise for one site (event dim 1).
+
+        NSF sites get the fused
+        :class:`~pyro_causalgen.mechanisms.spline.RQSFlowTransform` (the function of
+        the composed zuko layers, in far fewer kernels); MAF sites compose zuko's
+        affine layers.
+        """
         slot = self._slot[site]
+        if self.flow == "nsf":
+            return RQSFlowTransform(
+                rqs_table(self._site_phi_layers(slot, context), self.bins)
+            )
         if slot >= len(self._ctx_sites) or context is None:
             phi = self.site_phi(site, context)
             layers = [phi[..., i : i + 1, :] for i in range(self.transforms)]
@@ -442,12 +475,7 @@ class StackedFlows(nn.Module):
         if n_ctx:
             # (S_ctx * L, Cmax, rows): each hyper-network's standardised context
             ctx = (x[self._row_index] - std[3]) / std[4]
-            h = ctx.transpose(1, 2)  # (G, rows, Cmax)
-            last = len(self.weights) - 1
-            for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-                h = torch.baddbmm(b, h, w)
-                if k < last:
-                    h = h.relu_()  # in place: baddbmm's backward does not need h
+            h = self.hyper_networks(ctx.transpose(1, 2))  # (G, rows, P)
             phis.append(h.view(n_ctx, L, rows, self.total))
         if self._root_sites:
             phis.append(self.root_phi[:, :, None, :].expand(-1, -1, rows, -1))
