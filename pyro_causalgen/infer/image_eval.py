@@ -21,13 +21,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pyro_causalgen.errors import UnknownSiteError
+from pyro_causalgen.errors import CausalModelError, UnknownSiteError
+from pyro_causalgen.infer.amortized import ImageEncoder, decoder_counterfactual
 from pyro_causalgen.mechanisms.image import (
     ImageFlowMechanism,
     bits_per_dim,
     dequantize,
     quantize,
 )
+from pyro_causalgen.mechanisms.image_decoder import ImageDecoderMechanism
 
 Measure = Callable[[Tensor], Mapping[str, Tensor]]
 
@@ -56,11 +58,17 @@ def counterfactual(
     observed: Mapping[str, Tensor],
     do: Mapping[str, object],
     image_dequantize: str = "center",
+    encoders: Mapping[str, ImageEncoder] | None = None,
 ) -> dict[str, Tensor]:
     """Exact counterfactual values of fully observed units under the hard ``do``.
 
     Abduction ``u_v = f_v^{-1}(x_v; pa_v)`` at every site, action ``do``, prediction
-    ``x'_v = f_v(u_v; pa'_v)`` in causal order. Observed images (0-255 integers) are
+    ``x'_v = f_v(u_v; pa'_v)`` in causal order. A decoder image site
+    (:class:`~pyro_causalgen.mechanisms.image_decoder.ImageDecoderMechanism`) has its
+    latent abducted by its encoder in ``encoders`` (the mean of ``q(z | x, pa)``) and
+    its pixel noise exactly
+    (:func:`~pyro_causalgen.infer.amortized.decoder_counterfactual`). Observed images
+    (0-255 integers) are
     moved into the continuous space first (``image_dequantize``: ``"center"`` of the
     bin; ``"none"`` to use them as given); predicted images are continuous (see
     :func:`~pyro_causalgen.mechanisms.image.quantize`).
@@ -69,8 +77,10 @@ def counterfactual(
     :param parents: ``site -> parent sites``.
     :param observed: ``site -> (N, *event)`` factual values.
     :param do: ``site -> value`` (a scalar or ``(N, *event)``).
+    :param encoders: ``site -> encoder`` for decoder image sites.
     :returns: ``site -> (N, *event)`` counterfactual values.
     :raises UnknownSiteError: for interventions on or observations missing for a site.
+    :raises CausalModelError: for a decoder site without an encoder.
     """
     _check_do(mechanisms, do)
     missing = sorted(set(mechanisms) - set(observed))
@@ -82,10 +92,20 @@ def counterfactual(
         if name in do:
             out[name] = _as_value(do[name], x, _ref(mechanisms), None)
             continue
-        if isinstance(mech, ImageFlowMechanism) and image_dequantize != "none":
+        is_image = isinstance(mech, (ImageFlowMechanism, ImageDecoderMechanism))
+        if is_image and image_dequantize != "none":
             x = dequantize(x, image_dequantize)
         factual_pa = {p: observed[p] for p in parents[name]}
         cf_pa = {p: out[p] for p in parents[name]}
+        if isinstance(mech, ImageDecoderMechanism):
+            encoder = (encoders or {}).get(name)
+            if encoder is None:
+                raise CausalModelError(
+                    f"site '{name}' has a decoder mechanism: pass its encoder as "
+                    f"encoders={{'{name}': ...}}"
+                )
+            out[name] = decoder_counterfactual(mech, encoder, x, factual_pa, cf_pa)
+            continue
         u = mech(**factual_pa).noise(x)
         out[name] = mech(**cf_pa).from_noise(u)
     return out
@@ -109,7 +129,11 @@ def sample_do(
         if name in do:
             out[name] = _as_value(do[name], None, _ref(mechanisms), n)
             continue
-        d = mech(**{p: out[p] for p in parents[name]})
+        pa = {p: out[p] for p in parents[name]}
+        if isinstance(mech, ImageDecoderMechanism):
+            out[name] = mech(mech.prior().sample(torch.Size([n])), **pa).sample()
+            continue
+        d = mech(**pa)
         out[name] = d.sample(torch.Size([n]) if not parents[name] else torch.Size())
     return out
 
@@ -203,19 +227,21 @@ def evaluate_counterfactuals(
     truth: Mapping[str, Tensor],
     measure: Measure,
     image_site: str = "image",
+    encoders: Mapping[str, ImageEncoder] | None = None,
 ) -> dict[str, float]:
     """How well the model's counterfactual images carry the intended attributes.
 
     :param truth: the exact counterfactual (``site -> (N, ...)``, including the true
         counterfactual image at ``image_site``), e.g. from re-rendering.
     :param measure: image ``(N, C, H, W) -> {attribute: (N,)}``.
+    :param encoders: ``site -> encoder`` for decoder image sites.
     :returns: ``mae_<attr>``: measured attribute of the generated counterfactual image
         against the true counterfactual attribute; ``mae_<attr>_oracle``: the same for
         the measured true counterfactual image (the measurement's own error);
         ``mae_<attr>_vs_oracle``: generated vs true image, both measured (model error
         with the measurement's per-glyph bias cancelled); ``pixel_mae``.
     """
-    cf = counterfactual(mechanisms, parents, observed, do)
+    cf = counterfactual(mechanisms, parents, observed, do, encoders=encoders)
     gen = quantize(cf[image_site])
     m_gen, m_true = measure(gen), measure(truth[image_site])
     out: dict[str, float] = {}

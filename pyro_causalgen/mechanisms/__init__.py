@@ -21,6 +21,10 @@ from pyro_causalgen.mechanisms.image import (
     dequantize,
     quantize,
 )
+from pyro_causalgen.mechanisms.image_decoder import (
+    ImageDecoderMechanism,
+    latent_site_name,
+)
 from pyro_causalgen.mechanisms.locscale import LocScaleMechanism
 from pyro_causalgen.mechanisms.stacked import StackedFlowMechanism, StackedFlows
 
@@ -28,6 +32,7 @@ __all__ = [
     "BernoulliMechanism",
     "CategoricalMechanism",
     "FlowMechanism",
+    "ImageDecoderMechanism",
     "ImageFlowMechanism",
     "ImageMechanismDistribution",
     "ImageToNoiseTransform",
@@ -41,6 +46,7 @@ __all__ = [
     "ToNoiseTransform",
     "bits_per_dim",
     "dequantize",
+    "latent_site_name",
     "make_mechanism",
     "quantize",
 ]
@@ -48,7 +54,8 @@ __all__ = [
 
 def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
     """Build a mechanism by name: ``"nsf"``, ``"maf"``, ``"locscale"``, ``"glow"``,
-    ``"categorical"`` (pass ``num_categories``) or ``"bernoulli"``.
+    ``"decoder"`` (an image decoder with its own latent), ``"categorical"`` (pass
+    ``num_categories``) or ``"bernoulli"``.
 
     Example::
 
@@ -62,6 +69,8 @@ def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
         return LocScaleMechanism(**kwargs)
     if kind in ("glow", "image"):
         return ImageFlowMechanism(**kwargs)
+    if kind in ("decoder", "vae"):
+        return ImageDecoderMechanism(**kwargs)
     if kind in ("categorical", "bernoulli"):
         if kwargs.pop("event_shape", ()) not in ((), []):
             raise ValueError(f"a {kind} mechanism has a scalar event shape")
@@ -70,5 +79,5 @@ def make_mechanism(kind: str, **kwargs):  # type: ignore[no-untyped-def]
         return CategoricalMechanism(kwargs.pop("num_categories"), **kwargs)
     raise ValueError(
         f"unknown mechanism {kind!r}; use 'nsf', 'maf', 'locscale', 'glow', "
-        "'categorical' or 'bernoulli'"
+        "'decoder', 'categorical' or 'bernoulli'"
     )
