@@ -3,10 +3,11 @@
 Flow mechanisms at sample sites, interventions (:func:`do`), twin- and multi-world
 counterfactuals with shared noise (:func:`counterfactual`), identification of causal
 queries from the program's graph (:func:`identify`), fitting (:func:`fit`),
-saving (:func:`save` / :func:`load`), and a graph builder
-(:class:`StructuralCausalModel`).
+answering a query with a fitted model (:func:`ask`), saving (:func:`save` /
+:func:`load`), and a graph builder (:class:`StructuralCausalModel`).
 """
 
+from pyro_causalgen.analysis import QueryAnswer, ask
 from pyro_causalgen.flowify import FlowifiedModel, flowify
 from pyro_causalgen.graph import ADMG, extract_graph
 from pyro_causalgen.handlers import (
@@ -55,10 +56,12 @@ __all__ = [
     "MultiWorldCounterfactual",
     "NSFMechanism",
     "NonIdentifiableWarning",
+    "QueryAnswer",
     "StructuralCausalModel",
     "TwinWorldCounterfactual",
     "Unidentifiable",
     "abduct",
+    "ask",
     "check_identifiable",
     "counterfactual",
     "do",

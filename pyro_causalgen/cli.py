@@ -17,6 +17,7 @@ EPILOG = """examples:
   causalgen identify --graph "X -> M; M -> Y; X <-> Y" "P(Y | do(X))"
   causalgen fit --data data.csv --graph "A -> B; B -> C" --out model.pt
   causalgen query model.pt "P(C | do(A=1))"
+  causalgen query model.pt "E[C | do(A=1)] - E[C | do(A=0)]"
   causalgen query model.pt "C_{A=1}" --observed rows.csv
 """
 
@@ -66,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("model", help="a model file written by `causalgen fit`")
     q.add_argument(
         "query",
-        help='interventional "P(C | do(A=1))", or counterfactual terms "C_{A=1}" '
-        "answered for each row of --observed",
+        help='interventional "P(C | do(A=1))" or "E[C | do(A=1)] - E[C | do(A=0)]", '
+        'or counterfactual terms "C_{A=1}" answered for each row of --observed',
     )
     q.add_argument("--samples", type=int, default=20_000)
     q.add_argument("--observed", help="CSV of observed rows (counterfactual queries)")
@@ -175,10 +176,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
+    import warnings
+
     import torch
 
-    from pyro_causalgen.analysis import simulate
-    from pyro_causalgen.identify import CausalQuery, CounterfactualQuery, parse_query
+    from pyro_causalgen.analysis.query import ask, parse_question
     from pyro_causalgen.io import load
 
     if not os.path.exists(args.model):
@@ -187,101 +189,103 @@ def cmd_query(args: argparse.Namespace) -> None:
         model = load(args.model, map_location=args.device)
     except Exception as err:
         raise UserError(f"cannot load {args.model}: {err}") from err
-    text = args.query.strip()
-    if not text.startswith("P("):  # counterfactual terms for observed rows
-        outcomes, interventions = _counterfactual_terms(text)
-        return _answer_counterfactual(model, args, outcomes, interventions)
-    try:
-        query = parse_query(text)
-    except Exception as err:
-        raise UserError(f"bad query {args.query!r}: {err}") from err
-    variables = set(model.variables)
+    questions, per_row = _questions(args.query.strip())
+    if per_row and not args.observed:
+        raise UserError("counterfactual queries need --observed rows.csv")
+    rows = None
+    if args.observed:
+        frame = _read_csv(args.observed)
+        missing = [v for v in model.variables if v not in frame.columns]
+        if missing:
+            raise UserError(f"{args.observed} lacks column(s) {missing}")
+        rows = {v: frame[v].to_numpy() for v in model.variables}
     torch.manual_seed(args.seed)
-    if isinstance(query, CausalQuery):
-        unknown = sorted(set(query.outcomes + query.treatments) - variables)
-        free = [t for t in query.treatments if t not in query.values]
-        if unknown or free or query.conditions:
-            raise UserError(
-                f"query {args.query!r}: "
-                + (
-                    f"unknown variable(s) {unknown}; the model has {sorted(variables)}"
-                    if unknown
-                    else "give every treatment a value, e.g. do(A=1), and "
-                    "no conditions (answer conditional queries as counterfactuals)"
-                )
-            )
-        actions = {t: float(query.values[t]) for t in query.treatments}
-        values = simulate(model, actions, n=args.samples)
-        for name in query.outcomes:
-            v = values[name].double()
+    for question in questions:
+        with warnings.catch_warnings():  # the verdict is printed below instead
+            warnings.simplefilter("ignore")
+            answer = ask(model, question, rows, n=args.samples)
+        assert answer.units is not None
+        if rows is None:
+            v = answer.units.double()
             q05, q50, q95 = torch.quantile(
                 v, torch.tensor([0.05, 0.5, 0.95], dtype=v.dtype)
             ).tolist()
             print(
-                f"{name} | do({actions}): mean {v.mean():.4f} "
-                f"(s.e. {v.std() / len(v) ** 0.5:.4f}), median {q50:.4f}, "
-                f"90% range [{q05:.4f}, {q95:.4f}]"
+                f"{question}: mean {answer.estimate:.4f} (s.e. {answer.stderr:.4f}), "
+                f"median {q50:.4f}, 90% range [{q05:.4f}, {q95:.4f}]"
             )
-        return
-    assert isinstance(query, CounterfactualQuery)
-    interventions: dict[str, float] = {}
-    for event in query.events:
-        interventions.update({k: float(v) for k, v in event.variable.interventions})
-    _answer_counterfactual(
-        model, args, [e.variable.name for e in query.events], interventions
-    )
+        else:
+            terms = parse_question(question)
+            factual = rows[terms[0].outcome] if len(terms) == 1 else None
+            print(
+                f"{question}, row by row"
+                + (": factual -> counterfactual" if factual is not None else "")
+            )
+            for i, value in zip(answer.rows.tolist(), answer.units.tolist()):
+                before = "" if factual is None else f"{float(factual[i]):.4f} -> "
+                print(f"  row {i}: {before}{value:.4f}")
+            print(f"  mean over {len(answer.units)} rows: {answer.estimate:.4f}")
+        if answer.identifiable:
+            print(f"  identifiable: {answer.estimand}")
+        else:
+            print(
+                "  not identifiable from the graph, so the answer rests on the "
+                f"fitted mechanisms: {answer.explanation}"
+            )
 
 
-def _counterfactual_terms(text: str) -> tuple[list[str], dict[str, float]]:
-    """Parse ``"C_{A=1}, B_{A=1}"`` into outcomes and one shared intervention."""
+def _questions(text: str) -> tuple[list[str], bool]:
+    """The questions for :func:`~pyro_causalgen.analysis.query.ask` in a CLI query.
+
+    ``E[...]`` is asked as is; ``P(...)`` once per outcome (counterfactual events
+    as ``E[event | evidence]``); bare counterfactual terms ``"C_{A=1}, B_{A=1}"`` as
+    ``E[term]`` under the union of the subscripts. Returns the questions and whether
+    they must be answered row by row (counterfactual ``P(...)`` and bare terms).
+    """
     import re
 
+    from pyro_causalgen.identify import CausalQuery, parse_query
+
+    if text.startswith("E["):
+        return [text], False
+    if text.startswith("P("):
+        try:
+            query = parse_query(text)
+        except Exception as err:
+            raise UserError(f"bad query {text!r}: {err}") from err
+        if isinstance(query, CausalQuery):
+            values = query.values
+            given = {t: values.get(t) for t in query.treatments}
+            conditions = {c: values.get(c) for c in query.conditions}
+            return [
+                str(CausalQuery({y: values.get(y)}, given, conditions))
+                for y in query.outcomes
+            ], False
+        evidence = ", ".join(map(str, query.evidence))  # type: ignore[attr-defined]
+        given = f" | {evidence}" if evidence else ""
+        events = query.events  # type: ignore[attr-defined]
+        return [f"E[{e.variable}{given}]" for e in events], True
     terms = re.findall(r"([A-Za-z_][\w.]*?)_\{([^}]*)\}", text)
     if not terms or re.sub(r"[A-Za-z_][\w.]*?_\{[^}]*\}|[,\s]", "", text):
         raise UserError(
-            f"bad query {text!r}: write P(...) or counterfactual terms like C_{{A=1}}"
+            f"bad query {text!r}: write P(...), E[...] or counterfactual terms "
+            "like C_{A=1}"
         )
-    interventions: dict[str, float] = {}
+    interventions: dict[str, str] = {}
     for _, subscript in terms:
         for part in subscript.split(","):
             name, _, value = part.partition("=")
             try:
-                interventions[name.strip()] = float(value)
+                float(value)
             except ValueError:
                 raise UserError(
                     f"bad query {text!r}: intervention {part.strip()!r} needs a "
                     "number, e.g. A=1"
                 ) from None
-    return [name for name, _ in terms], interventions
-
-
-def _answer_counterfactual(
-    model: Any, args: argparse.Namespace, outcomes: list[str], interventions: dict
-) -> None:
-    import torch
-
-    from pyro_causalgen.infer import counterfactual
-
-    if not args.observed:
-        raise UserError("counterfactual queries need --observed rows.csv")
-    variables = set(model.variables)
-    unknown = sorted((set(outcomes) | set(interventions)) - variables)
-    if unknown:
-        raise UserError(
-            f"unknown variable(s) {unknown}; the model has {sorted(variables)}"
-        )
-    frame = _read_csv(args.observed)
-    missing = [v for v in model.variables if v not in frame.columns]
-    if missing:
-        raise UserError(f"{args.observed} lacks column(s) {missing}")
-    obs = {v: torch.tensor(frame[v].to_numpy(), dtype=torch.float32) for v in variables}
-    torch.manual_seed(args.seed)
-    out = counterfactual(model, obs, interventions, n=len(frame))
-    for name in dict.fromkeys(outcomes):
-        print(f"{name}: factual -> counterfactual under do({interventions})")
-        pairs = zip(out["factual"][name].tolist(), out["counterfactual"][name].tolist())
-        for i, (a, b) in enumerate(pairs):
-            print(f"  row {i}: {a:.4f} -> {b:.4f}")
+            interventions[name.strip()] = value.strip()
+    sub = ", ".join(f"{k}={v}" for k, v in interventions.items())
+    names = dict.fromkeys(name for name, _ in terms)
+    return [f"E[{name}_{{{sub}}}]" for name in names], True
 
 
 COMMANDS = {

@@ -67,7 +67,10 @@ def to_inference_data(
     coords = {k: list(v) for k, v in (coords or {}).items()}
     attrs = {k: str(v) for k, v in (attrs or {}).items()}
     if arviz_major() >= 1:  # pragma: no cover - exercised where ArviZ 1.x is installed
-        tree = arviz.from_dict(data, dims=dims, coords=coords)
+        # 1.x reads the dims of the ``predictions`` group from pred_dims / pred_coords
+        tree = arviz.from_dict(
+            data, dims=dims, coords=coords, pred_dims=dims, pred_coords=coords
+        )
         for group in data:
             tree[group].attrs.update(attrs)
         return tree

@@ -49,6 +49,20 @@ def test_fit_then_query(tmp_path, capsys):
     out = capsys.readouterr().out
     mean = float(out.split("mean ")[1].split(" ")[0])
     assert abs(mean - 2.0) < 0.2
+    assert "identifiable: P(B | do(A=1)) = P(B | A=1)" in out
+    # an effect: both arms share their noise, so a fitted linear slope comes out
+    assert main(["query", model, "E[B | do(A=1)] - E[B | do(A=0)]"]) == 0
+    out = capsys.readouterr().out
+    assert abs(float(out.split("mean ")[1].split(" ")[0]) - 2.0) < 0.2
+    assert "(s.e. 0.0000)" in out
+    for query, message in [
+        ("P(B | do(A))", "treatment 'A' has no value"),
+        ("P(W | do(A=1))", "'W', which is not a site of the model"),
+        ("B_{A=1}", "need --observed"),
+    ]:
+        assert main(["query", model, query]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
     pd.DataFrame({"A": [0.0, 1.0], "B": [0.1, 2.0]}).to_csv(
         tmp_path / "o.csv", index=False
     )

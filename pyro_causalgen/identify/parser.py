@@ -14,6 +14,9 @@ A ``NAME`` starts with a letter and continues with letters, digits, ``_`` and
 terms carry subscripts is counterfactual (:class:`CounterfactualQuery`); then every
 term needs a value and ``do(...)`` is not allowed (write the intervention as a
 subscript).  Otherwise it is a :class:`CausalQuery`, where values are optional.
+With ``parse_query(text, free_values=True)`` counterfactual terms may also omit their
+value (``P(Y_{X=1} | X=0)``, the distribution of ``Y_{X=1}``); such a term's value is
+the :class:`Symbol` named after its variable.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pyro_causalgen.identify.query import (
     CounterfactualQuery,
     Event,
     Query,
+    Symbol,
     Variable,
 )
 
@@ -43,8 +47,9 @@ _TOKEN = re.compile(
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, free_values: bool = False) -> None:
         self.text = text
+        self.free_values = free_values
         self.tokens: list[tuple[str, str, int]] = []
         pos = 0
         text_len = len(text)
@@ -168,6 +173,8 @@ class _Parser:
             events, evidence = [], []
             for group, out in ((terms, events), (conds, evidence)):
                 for n, sub, v in group:
+                    if v is None and self.free_values:
+                        v = Symbol(n, n)
                     if v is None:
                         self.fail(
                             f"counterfactual query: term {n!r} needs a value "
@@ -186,10 +193,12 @@ class _Parser:
             raise  # pragma: no cover
 
 
-def parse_query(text: str) -> Query:
+def parse_query(text: str, *, free_values: bool = False) -> Query:
     """Parse a query string (grammar in the module docstring).
 
     :param text: e.g. ``"P(Y1, Y2 | do(X1, X2), Z)"`` or ``"P(Y_{X=1}=1 | X=0)"``.
+    :param free_values: let counterfactual terms omit their value; the value is then
+        ``Symbol(name, name)`` (a free variable of the answer).
     :returns: a :class:`CausalQuery` or a :class:`CounterfactualQuery`.
     :raises QuerySyntaxError: naming the position and what was expected.
 
@@ -198,10 +207,12 @@ def parse_query(text: str) -> Query:
     (('Y1', 'Y2'), ('X1', 'X2'), ('Z',))
     >>> str(parse_query("P(Y_{X=1}=1, Y_{X=0}=0)"))
     'P(Y_{X=1}=1, Y_{X=0}=0)'
+    >>> str(parse_query("P(Y_{X=1} | X=0)", free_values=True))
+    'P(Y_{X=1}=Y | X=0)'
     """
     if not isinstance(text, str):
         raise TypeError(f"expected a query string, got {type(text).__name__}")
-    return _Parser(text).query()
+    return _Parser(text, free_values).query()
 
 
 def as_query(query: Query | str) -> Query:
