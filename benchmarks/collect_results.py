@@ -17,6 +17,7 @@ TOPICS = [
     "identify",
     "calibration",
     "images",
+    "causal_nf_suite",
 ]
 
 
