@@ -1,7 +1,7 @@
 """Ground-truth suite of Causal NF (issue 5, items 5-6): ours vs ``causalflows``.
 
 For every SCM of Javaloy, Sánchez-Martín & Valera, "Causal normalizing flows: from
-theory to practice" (NeurIPS 2023; :mod:`pyro_causalgen.datasets.causal_nf`, 17
+theory to practice" (NeurIPS 2023; :mod:`pyro_causalgen.datasets.causal_nf`, 16
 SCM/variant pairs) and every seed:
 
 1. draw a training pool and a test set from the exact SCM; the pool is split
@@ -28,7 +28,7 @@ Protocols (``--protocol``):
   (``grids/causal_nf/comparison_x_u/base.yaml`` of ``psanch21/causal-flows``),
   without its plateau scheduler. Hours on one CPU thread; for a GPU or a long job.
 - ``reduced`` (default): 10,000 samples (8,000 / 1,000 / 1,000), 3 seeds, 100 epochs
-  of batch 500 (1,600 steps), lr 1e-3; about 35 minutes for the 17 SCMs on one
+  of batch 500 (1,600 steps), lr 1e-3; about 12 minutes for the 16 SCMs on one
   torch thread.
 
 The table reports mean ± standard error over seeds and, per SCM, whether ours is no

@@ -104,6 +104,25 @@ def test_fast_path_equals_handler(graph, flow, device):
         assert_equal(counterfactual(scm, data, interventions, N), ref)
 
 
+def test_row_blocks_give_the_handlers_values(monkeypatch, device):
+    """Blocks of 10 rows (the last one short): the handler's values, up to the
+    summation order of a matrix product over fewer rows (float64)."""
+    import pyro_causalgen.infer.fast_counterfactual as fast
+
+    scm = make_scm("dag", "nsf", device).double()
+    with torch.no_grad():
+        data = {k: v.detach() for k, v in scm(N).items()}
+    interventions = {"c": 0.5, "e": per_row(device).double()}
+    ref = handler_path(scm, data, interventions)
+    monkeypatch.setattr(fast, "ROW_BLOCK", 10)
+    got = fast_twin(scm, data, interventions, (N,), {})
+    assert got is not None
+    for world in ref:
+        for site, value in ref[world].items():
+            assert got[world][site].shape == value.shape
+            torch.testing.assert_close(got[world][site], value, rtol=1e-12, atol=1e-12)
+
+
 def test_fast_path_keeps_gradients(device):
     scm = make_scm("chain", "nsf", device)
     with torch.no_grad():
