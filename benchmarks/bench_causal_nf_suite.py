@@ -137,6 +137,10 @@ OURS: dict[str, dict[str, tuple[str, dict]]] = {
         "root": ("nsf", {"transforms": 1, "hidden_features": (64, 64)}),
         "child": ("nsf", {"transforms": 1, "hidden_features": (64, 64)}),
     },
+    "nsf-bins16": {
+        "root": ("nsf", {"transforms": 1, "hidden_features": (32, 32), "bins": 16}),
+        "child": ("nsf", {"transforms": 1, "hidden_features": (32, 32), "bins": 16}),
+    },
     "nsf-t2": {
         "root": ("nsf", {"transforms": 2, "hidden_features": (32, 32)}),
         "child": ("nsf", {"transforms": 2, "hidden_features": (32, 32)}),
