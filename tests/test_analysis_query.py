@@ -19,10 +19,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from test_analysis import linear_scm  # x ~ N(0, 1), y = slope x + N(0, 1)
 
 from pyro_causalgen import (
     NonIdentifiableWarning,
-    StructuralCausalModel,
     Unidentifiable,
     ask,
 )
@@ -52,15 +52,6 @@ def confounded(n):
         h = pyro.sample("h", dist.Normal(0.0, 1.0))
         x = pyro.sample("x", dist.Normal(h, 1.0))
         return pyro.sample("y", dist.Normal(x + h, 1.0))
-
-
-def linear_scm(slope: float = 2.0) -> StructuralCausalModel:
-    """Location-scale (linear-Gaussian) SCM: x ~ N(0, 1), y = slope x + N(0, 1)."""
-    scm = StructuralCausalModel({"x": [], "y": ["x"]}, mechanism="locscale").double()
-    with torch.no_grad():
-        scm.mechanism("y").net[0].weight.fill_(slope)
-        scm.mechanism("y").net[0].bias.zero_()
-    return scm
 
 
 def within(answer, truth, sd, n):
