@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -360,13 +361,17 @@ def bench_sampling(args, parents) -> list[list[object]]:
 
 
 # ------------------------------------------------------------------------- (c)
-def bench_causal_nf(args, label: str, parents, seed: int) -> list[list[object]]:
+def cf_problem(args, parents, seed: int):
+    """Training data, test rows and the CF RMSE of ``do(x_k := x_k + 1)``, k = d // 3.
+
+    :returns: ``(x_train, train dict, x_test, k, value, rmse)`` where ``rmse(cf)``
+        scores counterfactual rows ``(n_test, d)`` over the non-intervened nodes.
+    """
     names = list(parents)
     truth = TrueSCM(parents, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     x_train = truth.sample(args.n_train, gen)
     x_test = truth.sample(args.n_test, gen)
-    train = as_dict(x_train, names)
     k = len(names) // 3  # intervene mid-graph: upstream unchanged, downstream shifts
     value = x_test[:, k] + 1.0
     cf_true = truth.counterfactual(x_test, k, value)
@@ -374,6 +379,64 @@ def bench_causal_nf(args, label: str, parents, seed: int) -> list[list[object]]:
 
     def rmse(cf: torch.Tensor) -> float:
         return (cf[:, keep] - cf_true[:, keep]).square().mean().sqrt().item()
+
+    return x_train, as_dict(x_train, names), x_test, k, value, rmse
+
+
+def bench_cf_error_seeds(args, sizes) -> list[list[object]]:
+    """(c) errors only: CF RMSE after ``args.steps`` steps on ``args.error_seeds``
+    random 10-node DAGs (graph, SCM and data seeded alike), ours vs causalflows."""
+    errs: dict[str, list[float]] = {}
+    for seed in range(1, args.error_seeds + 1):
+        progress(f"(c) CF error, random DAG seed {seed}")
+        parents = random_dag(D, 0.3, seed)
+        x_train, train, x_test, k, value, rmse = cf_problem(args, parents, seed)
+        for t, h in sizes:
+            scm = make_scm(parents, t, h)
+            step = raw_stepper(scm, train, seed)
+            for _ in range(args.steps):
+                step()
+            name = f"ours stacked T={t} ({h[0]},{h[1]})"
+            cf = our_counterfactual(scm, x_test, k, value)
+            errs.setdefault(name, []).append(rmse(cf))
+        cnf = CausalNF(parents, list(parents), x_train, (64, 64), seed)
+        for _ in range(args.steps):
+            cnf.step()
+        errs.setdefault("causalflows", []).append(
+            rmse(cnf.counterfactual(x_test, k, value))
+        )
+    ref, n = errs.pop("causalflows"), args.error_seeds
+    rows = [
+        [
+            f"(c) {n} random DAGs: causalflows",
+            f"CF RMSE {statistics.fmean(ref):.4f} ± {_se(ref):.4f}",
+            "-",
+            "-",
+            "reference",
+        ]
+    ]
+    for name, vals in errs.items():
+        diff = [a - b for a, b in zip(vals, ref)]
+        d, se = statistics.fmean(diff), _se(diff)
+        rows.append(
+            [
+                f"(c) {n} random DAGs: {name} vs causalflows",
+                f"CF RMSE {statistics.fmean(vals):.4f} ± {_se(vals):.4f}",
+                f"paired difference {d:+.4f} ± {se:.4f}",
+                "<= error",
+                "pass" if d <= 2 * se else "FAIL",
+            ]
+        )
+    return rows
+
+
+def _se(xs: list[float]) -> float:
+    return statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
+
+
+def bench_causal_nf(args, label: str, parents, seed: int) -> list[list[object]]:
+    x_train, train, x_test, k, value, rmse = cf_problem(args, parents, seed)
+    names = list(parents)
 
     # the default size, then smaller ones: the smallest-error configuration at or
     # under causalflows' time per step is the one to quote
@@ -450,6 +513,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", default=None, help="write the markdown table here")
+    parser.add_argument(
+        "--error-seeds",
+        type=int,
+        default=6,
+        help="random DAGs for the (c) error comparison over seeds (0: skip)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -462,6 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     args.steps = 60 if q else 1_000
     args.chunk = 20 if q else 50
     args.reps_slow = 2 if q else 5
+    args.error_seeds = min(args.error_seeds, 2) if q else args.error_seeds
     pyro.set_rng_seed(0)
     start = time.perf_counter()
 
@@ -482,9 +552,13 @@ def main(argv: list[str] | None = None) -> None:
         rows += bench_causal_nf(
             args, "random 10-node DAG", random_dag(D, 0.3, 1), seed=1
         )
+    if args.error_seeds and CausalNSF is not None:
+        sizes = [(1, (32, 32)), (1, (64, 64)), (2, (32, 32))]
+        rows += bench_cf_error_seeds(args, sizes)
     elapsed = time.perf_counter() - start
 
     cmd = "python benchmarks/bench_foundation.py" + (" --quick" if q else "")
+    cmd += f" --error-seeds {args.error_seeds}"
     if args.threads:
         cmd += f" --threads {args.threads}"
     lines = [
