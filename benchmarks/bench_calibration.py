@@ -5,7 +5,9 @@ uncertainty method, form the 90% interval of the effect and count coverage.
 
 SCMs: ``linear`` (x ~ N(0,1), y = 1.5 x + N(0,1); ATE of x: 1 vs 0 is 1.5, locscale
 mechanisms) and ``triangle`` (the shipped nonlinear SCM; E[y | do(x=1)] =
-0.5 + sin(1)^2 + 0.25, NSF mechanisms).
+0.5 + sin(1)^2 + 0.25, NSF mechanisms) and ``triangle-cf`` (same fits; a
+counterfactual quantity: the mean of y_{x=1} - y over the tenth of the rows with the
+smallest |x|, whose truth comes from their exact noise).
 
 Usage: ``python benchmarks/bench_calibration.py [--seeds 20] [--cases linear,triangle]
 [--methods bootstrap,ensemble,bayesian] [--members 10] [--threads 1] [--quick]``.
@@ -20,7 +22,7 @@ import time
 
 import torch
 
-from pyro_causalgen import StructuralCausalModel, fit
+from pyro_causalgen import StructuralCausalModel, counterfactual, fit
 from pyro_causalgen.analysis import (
     average_treatment_effect,
     effect_over_members,
@@ -28,7 +30,9 @@ from pyro_causalgen.analysis import (
     interventional_mean,
 )
 from pyro_causalgen.analysis.bayesian import fit_bayesian
+from pyro_causalgen.analysis.effects import MonteCarloEstimate
 from pyro_causalgen.datasets import TRIANGLE_GRAPH, sample_triangle, triangle_effect
+from pyro_causalgen.datasets.triangle import triangle_mechanisms, triangle_noise
 
 
 def linear_case(seed: int, rows: int):
@@ -51,7 +55,28 @@ def triangle_case(seed: int, rows: int):
     return data, build, estimate, triangle_effect("x", 1.0), fit_kw
 
 
-CASES = {"linear": linear_case, "triangle": triangle_case}
+def triangle_cf_case(seed: int, rows: int):
+    """A counterfactual quantity: the mean of y_{x=1} - y over the observed units
+    with the lowest |x| (a tenth of the rows), truth from their exact noise."""
+    data, build, _, _, fit_kw = triangle_case(seed, rows)
+    units = data["x"].abs().argsort()[: rows // 10]
+    observed = {k: v[units] for k, v in data.items()}
+    exact = triangle_mechanisms(triangle_noise(observed), {"x": 1.0})
+    truth = (exact["y"] - observed["y"]).double().mean().item()
+
+    def estimate(m):
+        out = counterfactual(m, observed, {"x": 1.0}, n=len(units))
+        diff = (out["counterfactual"]["y"] - out["factual"]["y"]).detach()
+        return MonteCarloEstimate(diff.double().mean().item(), 0.0, diff.numel())
+
+    return data, build, estimate, truth, fit_kw
+
+
+CASES = {
+    "linear": linear_case,
+    "triangle": triangle_case,
+    "triangle-cf": triangle_cf_case,
+}
 
 
 def interval_for(method, data, build, estimate, fit_kw, seed, members):
