@@ -79,7 +79,7 @@ CASES = {
 }
 
 
-def interval_for(method, data, build, estimate, fit_kw, seed, members):
+def interval_for(method, data, build, estimate, fit_kw, seed, members, bayes_kw):
     if method in ("bootstrap", "ensemble"):
         ens = fit_ensemble(
             build, data, members=members, method=method, seed=seed, **fit_kw
@@ -87,7 +87,7 @@ def interval_for(method, data, build, estimate, fit_kw, seed, members):
         return effect_over_members(ens, estimate, "effect").interval(0.9)
     model = build()
     fit(model, data, seed=seed, **fit_kw)
-    bayes, _ = fit_bayesian(model, data, steps=600, lr=0.01, seed=seed)
+    bayes, _ = fit_bayesian(model, data, lr=0.01, seed=seed, **bayes_kw)
     eff = effect_over_members(
         bayes.posterior_models(members), estimate, "effect", "bayesian"
     )
@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--methods", default="bootstrap,ensemble,bayesian")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--bayes-steps", type=int, default=600, help="SVI steps")
+    parser.add_argument("--prior-scale", type=float, default=1.0, help="weight prior")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -121,13 +123,14 @@ def main() -> None:
     # 2 x 1.645 x its error: compare the mean width with the RMSE of the centre
     print("| SCM | method | coverage | mean width | RMSE of centre | seconds |")
     print("|---|---|---|---|---|---|")
+    bayes_kw = {"steps": args.bayes_steps, "prior_scale": args.prior_scale}
     for case in args.cases.split(","):
         for method in args.methods.split(","):
             covered, widths, errors, start = 0, [], [], time.perf_counter()
             for seed in range(args.seeds):
                 data, build, estimate, truth, fit_kw = CASES[case](seed, args.rows)
                 lo, hi = interval_for(
-                    method, data, build, estimate, fit_kw, seed, args.members
+                    method, data, build, estimate, fit_kw, seed, args.members, bayes_kw
                 )
                 covered += lo <= truth <= hi
                 widths.append(hi - lo)
