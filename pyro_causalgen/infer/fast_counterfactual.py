@@ -58,8 +58,9 @@ _BATCH_ROWS = 1 << 15
 
 
 #: Rows per block: the hyper-network activations and spline tables of one block stay
-#: cache-sized (about 20 % faster than one pass at 1e5 rows of a 10-node chain).
-ROW_BLOCK = 16_384
+#: cache-sized (about 20 % faster than one pass at 1e5 rows of a 10-node chain); half
+#: of ``_BATCH_ROWS``, so that ``stacked_noise`` batches at least two sites.
+ROW_BLOCK = _BATCH_ROWS // 2
 
 
 def fast_twin(

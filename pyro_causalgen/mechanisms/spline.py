@@ -103,9 +103,8 @@ def _bin(table: Tensor, seq: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]
         bin's two knots and the gathered knots ``(*, 3, 2)``.
     """
     K = table.shape[-1] - 1
-    k = (
-        torch.searchsorted(seq, v.unsqueeze(-1).contiguous()) - 1
-    )  # zuko: sum(seq < v) - 1
+    # zuko: sum(seq < v) - 1
+    k = torch.searchsorted(seq, v.unsqueeze(-1).contiguous()) - 1
     idx = k.clamp(0, K - 1)  # any bin will do outside: the identity masks it
     mask = (idx == k).squeeze(-1)  # 0 <= k < K
     pair = (idx + torch.arange(2, device=idx.device)).unsqueeze(-2)  # (*, 1, 2)

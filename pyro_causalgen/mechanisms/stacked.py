@@ -267,13 +267,6 @@ class StackedFlows(nn.Module):
         return f"sites={self.sites}, flow={self.flow!r}, transforms={self.transforms}"
 
     # --------------------------------------------------------------- per site
-    def _site_mlp(self, slot: int, context: Tensor) -> Tensor:
-        """Hyper-network outputs of one site's ``L`` layers, ``(*batch, L, P)``."""
-        h = self._site_mlp_layers(slot, context)
-        return h.transpose(0, 1).reshape(
-            *context.shape[:-1], self.transforms, self.total
-        )
-
     def _site_mlp_layers(self, slot: int, context: Tensor) -> Tensor:
         """Hyper-network outputs, layer-major and contiguous: ``(L, rows, P)``."""
         L, width = self.transforms, self._context_widths[slot]
@@ -308,11 +301,8 @@ class StackedFlows(nn.Module):
         :param context: the site's standardised context, ``(*batch, C)``.
         """
         slot = self._slot[site]
-        if slot >= len(self._ctx_sites):
-            return self.root_phi[slot - len(self._ctx_sites)]
-        if context is None:
-            raise ShapeError(f"StackedFlows: site '{site}' needs a context")
-        return self._site_mlp(slot, context)
+        phi = self._site_phi_layers(slot, context)
+        return phi if slot >= len(self._ctx_sites) else phi.movedim(0, -2)
 
     def _site_phi_layers(self, slot: int, context: Tensor | None) -> Tensor:
         """Layer-major flow parameters: ``(L, *batch, P)``, at roots ``(L, P)``."""
@@ -342,15 +332,9 @@ class StackedFlows(nn.Module):
             return RQSFlowTransform(
                 rqs_table(self._site_phi_layers(slot, context), self.bins)
             )
-        if slot >= len(self._ctx_sites) or context is None:
-            phi = self.site_phi(site, context)
-            layers = [phi[..., i : i + 1, :] for i in range(self.transforms)]
-        else:  # layer-major hyper-network output: each layer's parameters contiguous
-            h = self._site_mlp_layers(slot, context)
-            batch = (*context.shape[:-1], 1, self.total)
-            layers = [h[i].reshape(batch) for i in range(self.transforms)]
+        phi = self._site_phi_layers(slot, context)  # layer-major: each layer contiguous
         return ComposedTransform(
-            *(DependentTransform(self._layer(phi_i), 1) for phi_i in layers)
+            *(DependentTransform(self._layer(p.unsqueeze(-2)), 1) for p in phi)
         )
 
     # ---------------------------------------------------------------- batched
