@@ -241,6 +241,10 @@ def test_bad_arguments_name_the_problem():
         ask(hetero, "E[y | do(x=1)]", observed=OBSERVED, where=torch.ones(3) > 0)
     with pytest.raises(DataError, match="no data row satisfies"):
         ask(hetero, "E[y_{x=1} | x=2]", observed_rows())
+    nan_rows = {k: v.clone() for k, v in observed_rows().items()}
+    nan_rows["y"][0] = float("nan")
+    with pytest.raises(DataError, match="column 'y' has NaN"):
+        ask(hetero, "E[y_{x=1} - y]", nan_rows)
     assert [t.sign for t in parse_question("E[y | do(x=-1)] - E[y | do(x=1)]")] == [
         1.0,
         -1.0,

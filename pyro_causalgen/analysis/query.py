@@ -412,6 +412,8 @@ def _as_rows(data: Any, model: Any) -> dict[str, Tensor]:
     rows = {}
     for name, v in data.items():
         t = torch.as_tensor(v, device=device)
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DataError(f"data column '{name}' has NaN or infinite values")
         rows[name] = t.to(dtype) if t.is_floating_point() else t
     lengths = {k: v.shape[0] if v.dim() else 0 for k, v in rows.items()}
     if len(set(lengths.values())) != 1 or 0 in lengths.values():
