@@ -108,6 +108,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--bayes-steps", type=int, default=600, help="SVI steps")
     parser.add_argument("--prior-scale", type=float, default=1.0, help="weight prior")
+    parser.add_argument(
+        "--bayes-random", default="all", choices=["all", "last"], help="random weights"
+    )
+    parser.add_argument(
+        "--bayes-guide", default="normal", choices=["normal", "lowrank", "mvn"]
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -123,7 +129,12 @@ def main() -> None:
     # 2 x 1.645 x its error: compare the mean width with the RMSE of the centre
     print("| SCM | method | coverage | mean width | RMSE of centre | seconds |")
     print("|---|---|---|---|---|---|")
-    bayes_kw = {"steps": args.bayes_steps, "prior_scale": args.prior_scale}
+    bayes_kw = {
+        "steps": args.bayes_steps,
+        "prior_scale": args.prior_scale,
+        "random": args.bayes_random,
+        "guide": args.bayes_guide,
+    }
     for case in args.cases.split(","):
         for method in args.methods.split(","):
             covered, widths, errors, start = 0, [], [], time.perf_counter()

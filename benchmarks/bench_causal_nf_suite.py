@@ -133,6 +133,13 @@ OURS: dict[str, dict[str, tuple[str, dict]]] = {
         "root": ("nsf", {"transforms": 1, "hidden_features": (32, 32)}),
         "child": ("nsf", {"transforms": 1, "hidden_features": (32, 32)}),
     },
+    "nsf-affine": {
+        "root": ("nsf", {"transforms": 1, "hidden_features": (32, 32), "affine": True}),
+        "child": (
+            "nsf",
+            {"transforms": 1, "hidden_features": (32, 32), "affine": True},
+        ),
+    },
     "nsf-wide": {
         "root": ("nsf", {"transforms": 1, "hidden_features": (64, 64)}),
         "child": ("nsf", {"transforms": 1, "hidden_features": (64, 64)}),

@@ -28,6 +28,7 @@ _FLOW_DEFAULTS: dict[str, Any] = {
     "transforms": 3,
     "hidden_features": (64, 64),
     "bins": 8,
+    "affine": False,
 }
 
 
@@ -133,12 +134,12 @@ class StructuralCausalModel(nn.Module):
         #: stacked groups of scalar flow sites (see :class:`StackedFlows`)
         self.stacks = nn.ModuleList()
         stacked = set()
-        for (flow, transforms, hidden, bins), names in groups.items():
+        for (flow, transforms, hidden, bins, affine), names in groups.items():
             group_parents = {
                 n: {p: self.shapes[p] for p in self.parents[n]} for n in names
             }
             self.stacks.append(
-                StackedFlows(group_parents, flow, transforms, hidden, bins)
+                StackedFlows(group_parents, flow, transforms, hidden, bins, affine)
             )
             stacked.update(names)
         for name in self.order:
@@ -164,7 +165,7 @@ class StructuralCausalModel(nn.Module):
         opts = {**_FLOW_DEFAULTS, **kwargs}
         hidden = tuple(int(h) for h in opts["hidden_features"])
         bins = int(opts["bins"]) if kind == "nsf" else _FLOW_DEFAULTS["bins"]
-        return (kind, int(opts["transforms"]), hidden, bins)
+        return (kind, int(opts["transforms"]), hidden, bins, bool(opts["affine"]))
 
     @property
     def config(self) -> dict[str, Any]:

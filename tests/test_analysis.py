@@ -128,7 +128,8 @@ def test_bootstrap_intervals_cover_the_truth_at_about_their_level():
     assert covered >= 14
 
 
-def test_bayesian_posterior_of_an_effect_matches_the_sampling_error():
+@pytest.mark.parametrize("guide", ["normal", "mvn"])
+def test_bayesian_posterior_of_an_effect_matches_the_sampling_error(guide):
     """Linear-Gaussian: posterior sd of the ATE ~ sigma / (sqrt(N) sd(x)) = 0.05."""
     from pyro_causalgen import fit
     from pyro_causalgen.analysis.bayesian import BayesianModel, fit_bayesian
@@ -138,7 +139,7 @@ def test_bayesian_posterior_of_an_effect_matches_the_sampling_error():
     data = {"x": x, "y": 1.5 * x + torch.randn(400, generator=g)}
     scm = StructuralCausalModel({"x": [], "y": ["x"]}, mechanism="locscale")
     fit(scm, data, epochs=80, lr=0.05, patience=None, seed=0)
-    bayes, losses = fit_bayesian(scm, data, steps=600, lr=0.01, seed=0)
+    bayes, losses = fit_bayesian(scm, data, steps=600, lr=0.01, seed=0, guide=guide)
     assert isinstance(bayes, BayesianModel) and len(losses) == 600
     eff = effect_over_members(
         bayes.posterior_models(40),
@@ -150,6 +151,45 @@ def test_bayesian_posterior_of_an_effect_matches_the_sampling_error():
     assert 0.025 < sd < 0.1  # within a factor 2 of the sampling error 0.05
     assert abs(eff.mean - 1.5) < 4 * 0.05
     assert eff.to_inference_data().posterior.attrs["method"] == "bayesian"
+
+
+def test_last_layer_posterior_keeps_hidden_weights_and_names_bad_choices():
+    from pyro_causalgen import fit
+    from pyro_causalgen.analysis.bayesian import (
+        BayesianModel,
+        fit_bayesian,
+        output_layer_parameters,
+    )
+
+    scm = StructuralCausalModel(
+        {"x": [], "y": ["x"]},
+        mechanism_kwargs={"transforms": 1, "hidden_features": (8, 8), "affine": True},
+    )
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, generator=g)
+    data = {"x": x, "y": x**2 + 0.5 * torch.randn(200, generator=g)}
+    fit(scm, data, epochs=2, seed=0)
+    last = output_layer_parameters(scm)
+    assert sorted(last) == [
+        "stacks.0.affine_biases.2",
+        "stacks.0.affine_weights.2",
+        "stacks.0.biases.2",
+        "stacks.0.root_affine",
+        "stacks.0.root_phi",
+        "stacks.0.weights.2",
+    ]
+    before = {n: p.detach().clone() for n, p in scm.named_parameters()}
+    bayes, _ = fit_bayesian(scm, data, random="last", guide="lowrank", steps=20)
+    assert bayes.parameter_names() == last
+    draws = bayes.posterior_models(2)
+    assert set(draws[0].params) == {*last}
+    assert not torch.equal(draws[0].params[last[1]], draws[1].params[last[1]])
+    for name, p in scm.named_parameters():  # the model itself is untouched
+        assert torch.equal(p, before[name]) and p.requires_grad, name
+    with pytest.raises(KeyError, match="no trainable parameters"):
+        BayesianModel(scm, random=["stacks.0.nope"])
+    with pytest.raises(ValueError, match="unknown guide"):
+        fit_bayesian(scm, data, guide="flow", steps=1)
 
 
 def test_guard_warns_for_a_confounded_effect_and_passes_an_identified_one():

@@ -29,7 +29,9 @@ GRAPHS = {
 
 
 def make_scm(graph: str, flow: str, device: torch.device) -> StructuralCausalModel:
-    kwargs = {"hidden_features": (8, 8), "transforms": 2}
+    """``flow``: "nsf" or "maf", "+affine" for a conditional affine first step."""
+    flow, _, affine = flow.partition("+")
+    kwargs = {"hidden_features": (8, 8), "transforms": 2, "affine": bool(affine)}
     if flow == "nsf":
         kwargs["bins"] = 4
     scm = StructuralCausalModel(GRAPHS[graph], mechanism=flow, mechanism_kwargs=kwargs)
@@ -84,7 +86,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("flow", ["nsf", "maf"])
+@pytest.mark.parametrize("flow", ["nsf", "maf", "nsf+affine"])
 @pytest.mark.parametrize("graph", list(GRAPHS))
 def test_fast_path_equals_handler(graph, flow, device):
     scm = make_scm(graph, flow, device)
@@ -155,7 +157,7 @@ def test_fast_path_declines_what_it_does_not_cover(device):
     assert fast_twin(locscale, ls_data, {"a": 1.0}, (N,), {}) is None
 
 
-@pytest.mark.parametrize("flow", ["nsf", "maf"])
+@pytest.mark.parametrize("flow", ["nsf", "maf", "nsf+affine"])
 def test_stacked_noise_equals_each_sites_inverse(flow, device):
     scm = make_scm("dag", flow, device)
     with torch.no_grad():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -27,7 +29,8 @@ from pyro_causalgen.mechanisms.stacked import StackedFlowMechanism, StackedFlows
 
 # a DAG with roots, vector parents, a wide fan-in and one site without children
 PARENTS = {"a": {}, "b": {"a": ()}, "v": {}, "c": {"a": (), "v": (3,)}, "d": {}}
-FLOWS = ["nsf", "maf"]
+# "+affine": the flow starts with a conditional affine step
+FLOWS = ["nsf", "maf", "nsf+affine", "maf+affine"]
 
 
 def _tol(dtype: torch.dtype) -> dict:
@@ -43,7 +46,10 @@ def _data(n, device, dtype, gen_seed=0) -> dict[str, torch.Tensor]:
 
 def _group(flow, device, dtype) -> StackedFlows:
     parents = {k: v for k, v in PARENTS.items() if k != "v"}
-    group = StackedFlows(parents, flow=flow, transforms=2, hidden_features=(8, 6))
+    kind, _, affine = flow.partition("+")
+    group = StackedFlows(
+        parents, flow=kind, transforms=2, hidden_features=(8, 6), affine=bool(affine)
+    )
     group = group.to(device=device, dtype=dtype)
     with torch.no_grad():  # move away from the initialisation and unit standardisation
         for p in group.parameters():
@@ -114,12 +120,13 @@ def test_gradients_reach_every_parameter(flow, device, dtype):
 
 
 def test_padding_weights_get_no_gradient(device):
-    group = _group("nsf", device, torch.float32)
+    group = _group("nsf+affine", device, torch.float32)
     group.log_prob_sum(_data(16, device, torch.float32)).sum().backward()
     L = group.transforms
     for slot, width in enumerate(group._context_widths):
         pad = group.weights[0].grad[slot * L : (slot + 1) * L, width:]
         assert torch.all(pad == 0), group._internal[slot]
+        assert torch.all(group.affine_weights[0].grad[slot, width:] == 0)
 
 
 @pytest.mark.parametrize("site,non_parents", [("b", ["c", "d", "v"]), ("d", "abcv")])
@@ -139,14 +146,13 @@ def test_no_information_leaks_between_sites(site, non_parents, device, dtype):
     assert not torch.equal(before, group.log_prob_sites(moved)[:, i])
 
 
-def _scm(flow, device, dtype, stack=True) -> StructuralCausalModel:
+def _scm(flow, device, dtype, stack=True, affine=False) -> StructuralCausalModel:
+    opts = {"transforms": 2, "hidden_features": (8,), "affine": affine}
     scm = StructuralCausalModel(
         {"a": [], "b": ["a"], "v": [], "c": ["a", "v"], "d": []},
         shapes={"v": (3,)},
         mechanism={"a": flow, "b": flow, "v": "nsf", "c": flow, "d": "locscale"},
-        mechanism_kwargs={
-            k: {"transforms": 2, "hidden_features": (8,)} for k in ("a", "b", "c", "v")
-        },
+        mechanism_kwargs={k: opts for k in ("a", "b", "c", "v")},
         stack=stack,
     )
     return scm.to(device=device, dtype=dtype)
@@ -154,16 +160,13 @@ def _scm(flow, device, dtype, stack=True) -> StructuralCausalModel:
 
 @pytest.mark.parametrize("flow", FLOWS)
 def test_scm_stacks_scalar_flows_and_scores_like_the_pyro_trace(flow, device, dtype):
+    flow, _, affine = flow.partition("+")
+    opts = {"transforms": 2, "affine": bool(affine)}
     scm = StructuralCausalModel(
         {"a": [], "b": ["a"], "v": [], "c": ["a", "v"], "d": []},
         shapes={"v": (3,)},
         mechanism={"a": flow, "b": flow, "v": flow, "c": flow, "d": "locscale"},
-        mechanism_kwargs={
-            "a": {"transforms": 2},
-            "b": {"transforms": 2},
-            "c": {"transforms": 2},
-            "v": {"transforms": 2},
-        },
+        mechanism_kwargs={k: opts for k in "abcv"},
     ).to(device=device, dtype=dtype)
     assert [g.sites for g in scm.stacks] == [["a", "b", "c"]]
     assert sorted(scm.unstacked) == ["d", "v"]  # vector and loc-scale sites stay
@@ -179,9 +182,12 @@ def test_scm_stacks_scalar_flows_and_scores_like_the_pyro_trace(flow, device, dt
     assert torch.allclose(lp, per_site, **_tol(dtype))
 
 
-def test_stacked_and_unstacked_models_define_the_same_distribution(device, dtype):
-    stacked = _scm("nsf", device, dtype)
-    plain = _scm("nsf", device, dtype, stack=False)
+@pytest.mark.parametrize("affine", [False, True])
+def test_stacked_and_unstacked_models_define_the_same_distribution(
+    affine, device, dtype
+):
+    stacked = _scm("nsf", device, dtype, affine=affine)
+    plain = _scm("nsf", device, dtype, stack=False, affine=affine)
     group = stacked.stacks[0]
     with torch.no_grad():
         for s, mech in group.unstack().items():  # copy the stacked weights over
@@ -236,8 +242,9 @@ def test_interventions_reach_stacked_sites(device):
     assert torch.allclose(cf, out["b"], atol=1e-4)
 
 
-def test_save_load_round_trips_exactly(tmp_path, device):
-    scm = _scm("maf", device, torch.float32)
+@pytest.mark.parametrize("flow,affine", [("maf", False), ("nsf", True)])
+def test_save_load_round_trips_exactly(flow, affine, tmp_path, device):
+    scm = _scm(flow, device, torch.float32, affine=affine)
     data = _data(120, device, torch.float32)
     fit(scm, data, epochs=2, seed=0)
     save(scm, tmp_path / "m.pt")
@@ -407,3 +414,28 @@ def test_cached_standardisation_follows_the_buffers(device, dtype):
     moved = group.to(other)
     data = {k: v.to(other) for k, v in data.items()}
     assert moved.log_prob_sites(data).dtype == other
+
+
+def test_affine_step_with_identity_splines_is_a_gaussian_location_scale(device, dtype):
+    """phi = 0 makes every spline the identity; the affine step's last layer set to a
+    constant (b, a) then gives z = exp(a) x + b, i.e. x ~ N(-b e^-a, e^-2a), exactly
+    (unit standardisation; zuko's soft clamp keeps a = 0.5 as 0.5 / (1 + 0.5 / 6.9))."""
+    group = StackedFlows({"a": [], "b": ["a"]}, transforms=2, affine=True)
+    group = group.to(device=device, dtype=dtype)
+    with torch.no_grad():
+        group.weights[-1].zero_()
+        group.biases[-1].zero_()
+        group.root_phi.zero_()
+        group.affine_weights[-1].zero_()
+        group.affine_biases[-1].copy_(torch.tensor([0.3, 0.5]))
+        group.root_affine.copy_(torch.tensor([[-1.0, -0.2]]))
+    data = _data(9, device, dtype)
+    lp = group.log_prob_sites(data)
+
+    def gaussian(x, shift, raw):
+        log_scale = raw / (1 + abs(raw / torch.log(torch.tensor(1e-3)).item()))
+        loc, sd = -shift * math.exp(-log_scale), math.exp(-log_scale)
+        return torch.distributions.Normal(loc, sd).log_prob(x)
+
+    assert torch.allclose(lp[:, 0], gaussian(data["a"], -1.0, -0.2), **_tol(dtype))
+    assert torch.allclose(lp[:, 1], gaussian(data["b"], 0.3, 0.5), **_tol(dtype))

@@ -1,9 +1,13 @@
-"""Bayesian flow mechanisms: a prior on every parameter, a variational posterior by SVI.
+"""Bayesian flow mechanisms: a prior on the parameters, a variational posterior by SVI.
 
-:class:`BayesianModel` wraps a fitted model: each parameter ``w`` becomes a sample site
-``param.<name>`` with prior ``Normal(0, prior_scale)`` (drawn outside every plate), and
-the wrapped program runs with the drawn values through ``torch.func.functional_call``.
-:func:`fit_bayesian` fits a mean-field Normal guide (``AutoNormal``) started at the
+:class:`BayesianModel` wraps a fitted model: each random parameter ``w`` becomes a
+sample site ``param.<name>`` with prior ``Normal(0, prior_scale)`` (drawn outside every
+plate), and the wrapped program runs with the drawn values through
+``torch.func.functional_call``; the other parameters stay at their fitted values.
+Which parameters are random is the user's choice: ``"all"`` of them, or ``"last"``,
+the output layer of every hyper-network and MLP plus the parameters outside any MLP
+(:func:`output_layer_parameters`), a last-layer posterior. :func:`fit_bayesian` fits a
+mean-field (``AutoNormal``), low-rank or full-covariance Normal guide started at the
 maximum-likelihood weights; :meth:`BayesianModel.posterior_models` returns callables
 with one posterior draw of the weights each, so every analysis function (``simulate``,
 effects, counterfactuals) gives posterior draws of causal quantities.
@@ -11,7 +15,7 @@ effects, counterfactuals) gives posterior draws of causal quantities.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +24,62 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide import (
+    AutoGuide,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
 from pyro.infer.autoguide.initialization import init_to_value
 from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from pyro_causalgen.infer.fit import prepare_model_data
+from pyro_causalgen.mechanisms.stacked import StackedFlows
 
 PREFIX = "param."
+GUIDES = ("normal", "lowrank", "mvn")
+
+
+def output_layer_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters a last-layer posterior treats as random.
+
+    Every parameter except the weights and biases of the hidden layers of an MLP (an
+    ``nn.Sequential`` of which only the last layer with a ``weight`` counts as output)
+    and of the hidden layers of a
+    :class:`~pyro_causalgen.mechanisms.stacked.StackedFlows`' hyper-networks (of its
+    stacked weights only the last layer, ``weights.<last>`` and ``biases.<last>``,
+    and of its affine step's likewise, count).
+
+    Example::
+
+        >>> from pyro_causalgen.scm import StructuralCausalModel
+        >>> scm = StructuralCausalModel({"x": [], "y": ["x"]}, mechanism="locscale",
+        ...                             mechanism_kwargs={"hidden_features": (8,)})
+        >>> output_layer_parameters(scm)  # doctest: +NORMALIZE_WHITESPACE
+        ['unstacked.x.loc', 'unstacked.x.log_scale', 'unstacked.y.log_scale',
+         'unstacked.y.net.2.weight', 'unstacked.y.net.2.bias']
+    """
+    hidden: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, StackedFlows):
+            plists = [module.weights, module.biases]
+            if module.affine:
+                plists += [module.affine_weights, module.affine_biases]
+            for plist in plists:
+                hidden.update(id(p) for p in list(plist)[:-1])
+        elif isinstance(module, nn.Sequential):
+            linears = [
+                m for m in module if isinstance(getattr(m, "weight", None), Tensor)
+            ]
+            for lin in linears[:-1]:
+                hidden.update(id(p) for p in lin.parameters())
+    return [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and id(p) not in hidden
+    ]
 
 
 class BayesianModel:
@@ -37,6 +88,9 @@ class BayesianModel:
     :param model: an ``nn.Module`` Pyro program (typically already fitted, whose
         weights start the variational posterior).
     :param prior_scale: standard deviation of the Normal prior on every parameter.
+    :param random: ``"all"`` trainable parameters, ``"last"``
+        (:func:`output_layer_parameters`) or an iterable of parameter names; the
+        others keep their values.
 
     Example::
 
@@ -48,21 +102,48 @@ class BayesianModel:
         2
     """
 
-    def __init__(self, model: nn.Module, prior_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        prior_scale: float = 1.0,
+        random: str | Iterable[str] = "all",
+    ) -> None:
         self.model = model
         self.prior_scale = prior_scale
-        self.guide: AutoNormal | None = None
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        if random == "all":
+            names = trainable
+        elif random == "last":
+            names = output_layer_parameters(model)
+        elif isinstance(random, str):
+            raise ValueError(
+                f"BayesianModel: random={random!r}; use 'all', 'last' or a list of "
+                "parameter names"
+            )
+        else:
+            names = list(random)
+            unknown = sorted(set(names) - set(trainable))
+            if unknown:
+                raise KeyError(
+                    f"BayesianModel: no trainable parameters {unknown} in the model; "
+                    f"it has {trainable}"
+                )
+        if not names:
+            raise ValueError("BayesianModel: no parameter is random")
+        self.random = names
+        self.guide: AutoGuide | None = None
         self._guide_args: tuple = ()
 
     def parameter_names(self) -> list[str]:
-        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+        """Names of the random parameters (sample sites ``param.<name>``)."""
+        return list(self.random)
 
     def sample_parameters(self) -> dict[str, Tensor]:
-        """Draw every parameter from its prior (or the guide, under ``replay``)."""
+        """Draw the random parameters from the prior (the guide under ``replay``)."""
+        params = dict(self.model.named_parameters())
         values = {}
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
+        for name in self.random:
+            p = params[name]
             prior = dist.Normal(torch.zeros_like(p), self.prior_scale).to_event(p.dim())
             values[name] = pyro.sample(PREFIX + name, prior)
         return values
@@ -96,11 +177,26 @@ class _Frozen:
         return functional_call(self.model, self.params, args, kwargs)
 
 
+def _make_guide(kind: str, model: Callable, init: dict, init_scale: float) -> AutoGuide:
+    loc = init_to_value(values=init)
+    if kind == "normal":
+        return AutoNormal(model, init_loc_fn=loc, init_scale=init_scale)
+    if kind == "lowrank":
+        return AutoLowRankMultivariateNormal(
+            model, init_loc_fn=loc, init_scale=init_scale
+        )
+    if kind == "mvn":
+        return AutoMultivariateNormal(model, init_loc_fn=loc, init_scale=init_scale)
+    raise ValueError(f"fit_bayesian: unknown guide {kind!r}; use one of {GUIDES}")
+
+
 def fit_bayesian(
     model: nn.Module,
     data: Mapping[str, Any] | Any,
     *,
     prior_scale: float = 1.0,
+    random: str | Iterable[str] = "all",
+    guide: str = "normal",
     steps: int = 1000,
     batch_size: int = 256,
     lr: float = 5e-3,
@@ -109,17 +205,37 @@ def fit_bayesian(
     seed: int | None = None,
     disable_progbar: bool = True,
 ) -> tuple[BayesianModel, list[float]]:
-    """Variational posterior over all parameters of ``model`` given fully observed data.
+    """Variational posterior over the parameters of ``model`` given fully observed data.
 
     The model should be fitted (``fit``) first: its weights start the guide's means and
     its standardisation is kept fixed. Minibatch likelihoods are scaled by ``N / B``.
 
+    :param random: which parameters are random (see :class:`BayesianModel`): ``"all"``
+        or ``"last"`` (a last-layer posterior; the hidden layers keep their fitted
+        values).
+    :param guide: ``"normal"`` (mean-field, ``AutoNormal``), ``"lowrank"``
+        (``AutoLowRankMultivariateNormal``) or ``"mvn"`` (full covariance; for a
+        last-layer posterior of a small model).
     :returns: the :class:`BayesianModel` (its ``guide`` fitted) and the ELBO losses.
+
+    Example::
+
+        >>> from pyro_causalgen import StructuralCausalModel, fit
+        >>> scm = StructuralCausalModel({"x": []}, mechanism="locscale")
+        >>> data = {"x": torch.randn(50)}
+        >>> _ = fit(scm, data, epochs=2)
+        >>> bayes, losses = fit_bayesian(scm, data, guide="mvn", steps=5, seed=0)
+        >>> len(bayes.posterior_models(3)), len(losses)
+        (3, 5)
     """
+    if guide not in GUIDES:
+        raise ValueError(f"fit_bayesian: unknown guide {guide!r}; use one of {GUIDES}")
     tensors = prepare_model_data(model, data, (), {units_arg: 1})
     rows = next(iter(tensors.values())).shape[0]
-    bayes = BayesianModel(model, prior_scale)
-    init = {PREFIX + n: p.detach().clone() for n, p in model.named_parameters()}
+    bayes = BayesianModel(model, prior_scale, random)
+    params = dict(model.named_parameters())
+    init = {PREFIX + n: params[n].detach().clone() for n in bayes.random}
+    init_names = set(bayes.random)
 
     def svi_model(batch: dict[str, Tensor]) -> Any:
         b = next(iter(batch.values())).shape[0]
@@ -127,17 +243,21 @@ def fit_bayesian(
             likelihood_scale=rows / b, **{units_arg: b}
         )
 
-    guide = AutoNormal(
-        svi_model, init_loc_fn=init_to_value(values=init), init_scale=init_scale
-    )
-    bayes.guide = guide
+    bayes.guide = _make_guide(guide, svi_model, init, init_scale)
     gen = torch.Generator()
     gen.manual_seed(seed) if seed is not None else gen.seed()
-    svi = SVI(svi_model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
+    svi = SVI(svi_model, bayes.guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
     losses = []
-    for _ in tqdm(range(steps), disable=disable_progbar, desc="svi"):
-        idx = torch.randint(0, rows, (min(batch_size, rows),), generator=gen)
-        batch = {k: v[idx.to(v.device)] for k, v in tensors.items()}
-        losses.append(svi.step(batch) / rows)
+    fixed = [p for n, p in params.items() if p.requires_grad and n not in init_names]
+    try:  # the fixed weights need no gradients
+        for p in fixed:
+            p.requires_grad_(False)
+        for _ in tqdm(range(steps), disable=disable_progbar, desc="svi"):
+            idx = torch.randint(0, rows, (min(batch_size, rows),), generator=gen)
+            batch = {k: v[idx.to(v.device)] for k, v in tensors.items()}
+            losses.append(svi.step(batch) / rows)
+    finally:
+        for p in fixed:
+            p.requires_grad_(True)
     bayes._guide_args = ({k: v[:1] for k, v in tensors.items()},)
     return bayes, losses

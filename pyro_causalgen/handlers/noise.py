@@ -49,6 +49,7 @@ from pyro_causalgen.mechanisms.distribution import (
     MechanismDistribution,
     ToNoiseTransform,
 )
+from pyro_causalgen.mechanisms.spline import RQSFlowTransform
 
 Index = slice
 
@@ -330,6 +331,12 @@ def _slice_params(
         if any(i is None for i, o in zip(items, obj) if o is not None):
             return None
         return type(obj)(items)
+    if isinstance(obj, RQSFlowTransform):  # knot tables are (L, *batch, 3, K + 1)
+        table = obj.table
+        if table.shape[1 : 1 + len(batch)] == batch:
+            found.append(True)
+            return RQSFlowTransform(table[(slice(None),) * (dim + 1) + (index,)])
+        return obj
     if isinstance(obj, T.Transform):
         new = copy.copy(obj)
         for key, value in vars(obj).items():

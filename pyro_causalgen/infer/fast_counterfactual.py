@@ -272,6 +272,14 @@ def _noise_batch(
     scale = torch.stack([v.value_scale for v in views]).unsqueeze(-1)
     x = torch.stack([data[s] for s in names])  # (G, n)
     z = (x - loc) / scale  # (G, n), as ToNoiseTransform
+    if group.affine:  # as site_transform's first step, site_affine's slicing
+        slot_rows = (
+            slice(slots[0], slots[-1] + 1)
+            if isinstance(rows, slice)
+            else (torch.tensor(slots, device=group.root_phi.device))
+        )
+        a = group.hyper_networks(torch.stack(contexts), slot_rows, affine=True)
+        z = group.affine_step(a)(z)  # (G, n)
     if group.flow == "nsf":  # as RQSFlowTransform.call_and_ladj, all sites at once
         return dict(zip(names, rqs_flow(z, rqs_table(phi, group.bins))[0].unbind(0)))
     z = z.unsqueeze(-1)  # (G, n, 1), as ToNoiseTransform._lift

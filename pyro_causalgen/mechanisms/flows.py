@@ -25,6 +25,9 @@ class FlowMechanism(Mechanism):
     :param transforms: number of flow layers.
     :param hidden_features: widths of each hyper-network's hidden layers.
     :param bins: spline bins (NSF only).
+    :param affine: start the flow (data to noise) with a conditional affine step
+        ``z = exp(a(pa)) x + b(pa)`` (its own hyper-network), so the flow layers shape
+        the residual of a location-scale model; for additive-noise mechanisms.
     :param name: site name for error messages.
     :param support: "real", "positive" or "unit_interval" (see :class:`Mechanism`).
 
@@ -45,6 +48,7 @@ class FlowMechanism(Mechanism):
         transforms: int = 3,
         hidden_features: Sequence[int] = (64, 64),
         bins: int = 8,
+        affine: bool = False,
         name: str | None = None,
         support: str | Any = "real",
     ) -> None:
@@ -57,18 +61,27 @@ class FlowMechanism(Mechanism):
             "hidden_features": tuple(hidden_features),
         }
         if flow == "nsf":
-            self.net = zuko.flows.NSF(bins=bins, **kwargs)
+            net = zuko.flows.NSF(bins=bins, **kwargs)
         elif flow == "maf":
-            self.net = zuko.flows.MAF(**kwargs)
+            net = zuko.flows.MAF(**kwargs)
         else:
             raise ValueError(
                 f"{self._label()}: unknown flow {flow!r}; use 'nsf' or 'maf'"
             )
+        if affine:  # zuko's affine autoregressive layer first (data to noise)
+            step = zuko.flows.MaskedAutoregressiveTransform(
+                features=self.features,
+                context=self.context_features,
+                hidden_features=tuple(hidden_features),
+            )
+            net = zuko.flows.Flow([step, *net.transform.transforms], net.base)
+        self.net = net
         self._config = {
             "flow": flow,
             "transforms": transforms,
             "hidden_features": tuple(hidden_features),
             "bins": bins,
+            "affine": bool(affine),
         }
 
     @property

@@ -111,6 +111,12 @@ class StackedFlows(nn.Module):
     :param transforms: flow layers per site.
     :param hidden_features: hidden widths of each hyper-network.
     :param bins: spline bins (NSF only).
+    :param affine: start every site's flow (data to noise) with a conditional affine
+        step, ``z = exp(a(pa)) x + b(pa)``, from a hyper-network of its own
+        (``affine_weights``, ``affine_biases``; ``root_affine`` at roots): the flow
+        layers then shape the residual of a location-scale model, which an
+        additive-noise mechanism ``x = g(pa) + s u`` needs however far ``g(pa)``
+        reaches (a spline alone is the identity beyond its bound).
 
     Example::
 
@@ -127,6 +133,7 @@ class StackedFlows(nn.Module):
         transforms: int = 3,
         hidden_features: Sequence[int] = (64, 64),
         bins: int = 8,
+        affine: bool = False,
     ) -> None:
         super().__init__()
         flow = flow.lower()
@@ -138,6 +145,7 @@ class StackedFlows(nn.Module):
         self.transforms = int(transforms)
         self.hidden_features = tuple(int(h) for h in hidden_features)
         self.bins = int(bins)
+        self.affine = bool(affine)
         if flow == "nsf":
             self._univariate: Any = partial(MonotonicRQSTransform, slope=1e-3)
             self.shapes: list[tuple[int, ...]] = [(bins,), (bins,), (bins - 1,)]
@@ -230,21 +238,36 @@ class StackedFlows(nn.Module):
             nn.Parameter(torch.zeros(G, 1, o)) for o in dims[1:]
         )
         self.root_phi = nn.Parameter(torch.randn(len(self._root_sites), L, self.total))
+        if self.affine:  # one hyper-network per context site, (shift, scale) out
+            dims[-1] = 2
+            n_ctx = len(self._ctx_sites)
+            self.affine_weights = nn.ParameterList(
+                nn.Parameter(torch.zeros(n_ctx, i, o))
+                for i, o in zip(dims[:-1], dims[1:])
+            )
+            self.affine_biases = nn.ParameterList(
+                nn.Parameter(torch.zeros(n_ctx, 1, o)) for o in dims[1:]
+            )
+            self.root_affine = nn.Parameter(torch.randn(len(self._root_sites), 2))
         self.reset_parameters()
 
     # ------------------------------------------------------------------ set-up
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """``nn.Linear``'s default initialisation, per site (fan-in without padding)."""
-        L = self.transforms
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            for i, width in enumerate(self._context_widths):
-                fan_in = width if k == 0 else w.shape[1]
-                bound = 1 / math.sqrt(fan_in)
-                rows = slice(i * L, (i + 1) * L)
-                w[rows].zero_()
-                w[rows, :fan_in].uniform_(-bound, bound)
-                b[rows].uniform_(-bound, bound)
+        stacks = [(self.weights, self.biases, self.transforms)]
+        if self.affine:
+            stacks.append((self.affine_weights, self.affine_biases, 1))
+            self.root_affine.normal_()
+        for weights, biases, L in stacks:
+            for k, (w, b) in enumerate(zip(weights, biases)):
+                for i, width in enumerate(self._context_widths):
+                    fan_in = width if k == 0 else w.shape[1]
+                    bound = 1 / math.sqrt(fan_in)
+                    rows = slice(i * L, (i + 1) * L)
+                    w[rows].zero_()
+                    w[rows, :fan_in].uniform_(-bound, bound)
+                    b[rows].uniform_(-bound, bound)
         self.root_phi.normal_()
 
     @property
@@ -255,6 +278,7 @@ class StackedFlows(nn.Module):
             "transforms": self.transforms,
             "hidden_features": self.hidden_features,
             "bins": self.bins,
+            "affine": self.affine,
         }
 
     @property
@@ -264,7 +288,10 @@ class StackedFlows(nn.Module):
         return {"parents": parents, **self.flow_config}
 
     def extra_repr(self) -> str:
-        return f"sites={self.sites}, flow={self.flow!r}, transforms={self.transforms}"
+        return (
+            f"sites={self.sites}, flow={self.flow!r}, transforms={self.transforms}, "
+            f"affine={self.affine}"
+        )
 
     # --------------------------------------------------------------- per site
     def _site_mlp_layers(self, slot: int, context: Tensor) -> Tensor:
@@ -279,17 +306,22 @@ class StackedFlows(nn.Module):
         h = context.reshape(1, -1, width).expand(L, -1, -1)  # (L, rows, C)
         return self.hyper_networks(h, rows)
 
-    def hyper_networks(self, h: Tensor, rows: slice | Tensor = slice(None)) -> Tensor:
+    def hyper_networks(
+        self, h: Tensor, rows: slice | Tensor = slice(None), affine: bool = False
+    ) -> Tensor:
         """Apply the stacked MLPs ``rows`` (``g = slot * L + layer``) to contexts ``h``.
 
         :param h: ``(G, rows, C)`` standardised contexts of the ``G`` selected
             hyper-networks; ``C`` may be narrower than the widest context (the padding
             columns are then skipped).
-        :returns: ``(G, rows, P)`` flow-layer parameters.
+        :param affine: use the affine step's hyper-networks (``g = slot``) instead.
+        :returns: ``(G, rows, P)`` flow-layer parameters (``P = 2`` for ``affine``).
         """
         width = h.shape[-1]
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+        weights = self.affine_weights if affine else self.weights
+        biases = self.affine_biases if affine else self.biases
+        last = len(weights) - 1
+        for k, (w, b) in enumerate(zip(weights, biases)):
             h = torch.baddbmm(b[rows], h, w[rows, :width] if k == 0 else w[rows])
             if k < last:
                 h = h.relu_()  # in place: baddbmm's backward does not need its output
@@ -319,6 +351,32 @@ class StackedFlows(nn.Module):
     def _layer(self, phi: Tensor) -> Transform:
         return self._univariate(*unpack(phi, self.shapes))
 
+    def site_affine(self, site: str, context: Tensor | None) -> Tensor:
+        """Parameters ``(shift, unconstrained scale)`` of ``site``'s affine step.
+
+        :param context: the site's standardised context, ``(*batch, C)``.
+        :returns: ``(*batch, 2)`` (``(2,)`` at roots).
+        """
+        slot, n_ctx = self._slot[site], len(self._ctx_sites)
+        if slot >= n_ctx:
+            return self.root_affine[slot - n_ctx]
+        if context is None:
+            raise ShapeError(f"StackedFlows: site '{site}' needs a context")
+        width = self._context_widths[slot]
+        if context.shape[-1] != width:
+            raise ShapeError(
+                f"StackedFlows: site '{site}' takes {width} context features, got "
+                f"shape {tuple(context.shape)}"
+            )
+        h = context.reshape(1, -1, width)
+        out = self.hyper_networks(h, slice(slot, slot + 1), affine=True)
+        return out.reshape(*context.shape[:-1], 2)
+
+    @staticmethod
+    def affine_step(params: Tensor) -> MonotonicAffineTransform:
+        """zuko's affine transform ``exp(a) x + b`` from ``(*, 2)`` parameters."""
+        return MonotonicAffineTransform(params[..., 0], params[..., 1], slope=1e-3)
+
     def site_transform(self, site: str, context: Tensor | None) -> Transform:
         """Map standardised data ``(*batch, 1)`` to noise for one site (event dim 1).
 
@@ -328,14 +386,16 @@ class StackedFlows(nn.Module):
         affine layers.
         """
         slot = self._slot[site]
-        if self.flow == "nsf":
-            return RQSFlowTransform(
-                rqs_table(self._site_phi_layers(slot, context), self.bins)
-            )
+        steps: list[Transform] = []
+        if self.affine:
+            a = self.site_affine(site, context).unsqueeze(-2)  # (*batch, 1, 2)
+            steps.append(DependentTransform(self.affine_step(a), 1))
         phi = self._site_phi_layers(slot, context)  # layer-major: each layer contiguous
-        return ComposedTransform(
-            *(DependentTransform(self._layer(p.unsqueeze(-2)), 1) for p in phi)
-        )
+        if self.flow == "nsf":
+            steps.append(RQSFlowTransform(rqs_table(phi, self.bins)))
+        else:
+            steps += [DependentTransform(self._layer(p.unsqueeze(-2)), 1) for p in phi]
+        return steps[0] if len(steps) == 1 else ComposedTransform(*steps)
 
     # ---------------------------------------------------------------- batched
     def _column(self, data: Mapping[str, Tensor], name: str, ref: Tensor) -> Tensor:
@@ -454,6 +514,16 @@ class StackedFlows(nn.Module):
             ]
             x = torch.cat([x[:S], *cols, x[S:]])
         z = (x[:S] - loc) / scale  # (S, rows)
+        ladj: Tensor | None = None
+        if self.affine:
+            params = []
+            if n_ctx:  # each site's context once (layer 0 of the flow's rows)
+                ctx = (x[self._row_index[::L]] - std[3][::L]) / std[4][::L]
+                params.append(self.hyper_networks(ctx.transpose(1, 2), affine=True))
+            if self._root_sites:
+                params.append(self.root_affine[:, None, :].expand(-1, rows, -1))
+            step = self.affine_step(torch.cat(params) if len(params) > 1 else params[0])
+            z, ladj = step(z), step.log_scale
 
         phis = []
         if n_ctx:
@@ -465,12 +535,12 @@ class StackedFlows(nn.Module):
             phis.append(self.root_phi[:, :, None, :].expand(-1, -1, rows, -1))
         phi = torch.cat(phis, 0) if len(phis) > 1 else phis[0]  # (S, L, rows, P)
 
-        ladj: Tensor | None = None
         if self.flow == "nsf":
             table = rqs_table(phi, self.bins, slope=1e-3)  # (S, L, rows, 3, K + 1)
             # contiguous knot positions for the bin search, (L, S, rows, K + 1)
             knots = table[:, :, :, 0].detach().transpose(0, 1).contiguous()
-            z, ladj = rqs_flow(z, table, knots)
+            z, spline_ladj = rqs_flow(z, table, knots)
+            ladj = spline_ladj if ladj is None else ladj + spline_ladj
         else:
             for layer in range(L):
                 z, a = self._layer(phi[:, layer]).call_and_ladj(z)
@@ -495,7 +565,7 @@ class StackedFlows(nn.Module):
         first = items[0][1]
         opts = {
             k: first.config[k]
-            for k in ("flow", "transforms", "hidden_features", "bins")
+            for k in ("flow", "transforms", "hidden_features", "bins", "affine")
         }
         for name, mech in items:
             if not isinstance(mech, FlowMechanism) or mech.event_shape != ():
@@ -531,24 +601,33 @@ class StackedFlows(nn.Module):
             src, dst = getattr(mech, buf), getattr(view, buf)
             (dst if to_group else src).copy_(src if to_group else dst)
         layers = list(mech.net.transform.transforms)  # zuko ElementWiseTransforms
+        n_ctx, root = len(self._ctx_sites), slot >= len(self._ctx_sites)
+        # (zuko layer, root parameters, stacked weights, stacked biases, hyper-network)
+        pairs = []
+        if self.affine:
+            root_row = self.root_affine[slot - n_ctx] if root else None
+            pairs.append(
+                (layers.pop(0), root_row, self.affine_weights, self.affine_biases, slot)
+            )
         for li, layer in enumerate(layers):
-            if slot >= len(self._ctx_sites):
-                row = self.root_phi[slot - len(self._ctx_sites), li]
+            root_row = self.root_phi[slot - n_ctx, li] if root else None
+            pairs.append((layer, root_row, self.weights, self.biases, slot * L + li))
+        width = self._context_widths[slot] if not root else 0
+        for layer, root_row, weights, biases, g in pairs:
+            if root_row is not None:
                 flat = torch.cat([p.reshape(-1) for p in layer.phi])
                 if to_group:
-                    row.copy_(flat)
+                    root_row.copy_(flat)
                 else:
-                    for p, chunk in zip(
-                        layer.phi, row.split([p.numel() for p in layer.phi])
-                    ):
+                    sizes = [p.numel() for p in layer.phi]
+                    for p, chunk in zip(layer.phi, root_row.split(sizes)):
                         p.copy_(chunk.view_as(p))
                 continue
             linears = [m for m in layer.hyper if hasattr(m, "weight")]
-            width = self._context_widths[slot]
             for k, lin in enumerate(linears):
-                w = self.weights[k][slot * L + li]
+                w = weights[k][g]
                 w = w[:width] if k == 0 else w
-                b = self.biases[k][slot * L + li, 0]
+                b = biases[k][g, 0]
                 if to_group:
                     w.copy_(lin.weight.T)
                     b.copy_(lin.bias)
