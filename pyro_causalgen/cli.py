@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--graph", required=True, help='e.g. "A -> B; B -> C"')
     f.add_argument("--out", required=True, help="where to save the fitted model")
     f.add_argument("--mechanism", default="nsf", choices=["nsf", "maf", "locscale"])
+    f.add_argument(
+        "--affine",
+        action="store_true",
+        help="nsf/maf: a conditional affine step before each flow (additive noise)",
+    )
     f.add_argument("--epochs", type=int, default=100)
     f.add_argument("--batch-size", type=int, default=256)
     f.add_argument("--lr", type=float, default=3e-3)
@@ -157,7 +162,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
         )
     parents = {v: sorted(graph.parents(v)) for v in graph.nodes}
     torch.manual_seed(args.seed)
-    scm = StructuralCausalModel(parents, mechanism=args.mechanism).to(args.device)
+    if args.affine and args.mechanism == "locscale":
+        raise UserError("--affine applies to flow mechanisms (nsf, maf)")
+    kwargs = {"affine": True} if args.affine else None
+    scm = StructuralCausalModel(
+        parents, mechanism=args.mechanism, mechanism_kwargs=kwargs
+    ).to(args.device)
     history = fit(
         scm,
         frame[list(graph.nodes)],

@@ -105,6 +105,11 @@ def test_fit_then_query(tmp_path, capsys):
             ["fit", "--data", "{csv}", "--graph", "A -> B; A <-> B", "--out", "m.pt"],
             "latent confounding",
         ),
+        (
+            ["fit", "--data", "{csv}", "--graph", "A -> B", "--out", "m.pt"]
+            + ["--mechanism", "locscale", "--affine"],
+            "--affine applies to flow mechanisms",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_and_status_2(argv, message, tmp_path, capsys):
@@ -116,6 +121,20 @@ def test_bad_input_gives_one_line_and_status_2(argv, message, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_fit_with_an_affine_step_saves_it(tmp_path, capsys):
+    from pyro_causalgen import load
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, generator=g)
+    frame = pd.DataFrame({"A": a, "B": a**2 + 0.3 * torch.randn(300, generator=g)})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    argv = ["fit", "--data", str(tmp_path / "d.csv"), "--graph", "A -> B"]
+    argv += ["--out", str(tmp_path / "m.pt"), "--affine", "--epochs", "2"]
+    assert main(argv) == 0
+    model = load(tmp_path / "m.pt")
+    assert model.mechanism("B").config["affine"] is True
 
 
 def test_module_entry_point_help():
