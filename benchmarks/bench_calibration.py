@@ -107,12 +107,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--bayes-steps", type=int, default=600, help="SVI steps")
-    parser.add_argument("--prior-scale", type=float, default=1.0, help="weight prior")
+    parser.add_argument(
+        "--prior-scale",
+        type=lambda v: v if v == "evidence" else float(v),
+        default=1.0,
+        help="weight prior sd, or 'evidence' (with --bayes-guide laplace)",
+    )
     parser.add_argument(
         "--bayes-random", default="all", choices=["all", "last"], help="random weights"
     )
     parser.add_argument(
-        "--bayes-guide", default="normal", choices=["normal", "lowrank", "mvn"]
+        "--bayes-guide",
+        default="normal",
+        choices=["normal", "lowrank", "mvn", "laplace"],
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

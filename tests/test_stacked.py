@@ -439,3 +439,13 @@ def test_affine_step_with_identity_splines_is_a_gaussian_location_scale(device, 
 
     assert torch.allclose(lp[:, 0], gaussian(data["a"], -1.0, -0.2), **_tol(dtype))
     assert torch.allclose(lp[:, 1], gaussian(data["b"], 0.3, 0.5), **_tol(dtype))
+
+
+def test_fused_spline_refuses_second_derivatives():
+    """Its backward is first-order: a Hessian must fail loudly, not come out zero."""
+    x = torch.randn(1, 5)
+    phi = torch.randn(1, 1, 5, 23)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.functional.hessian(
+            lambda p: rqs_flow(x, rqs_table(p, 8))[1].sum(), phi
+        )

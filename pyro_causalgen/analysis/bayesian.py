@@ -15,7 +15,8 @@ effects, counterfactuals) gives posterior draws of causal quantities.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from pyro_causalgen.infer.fit import prepare_model_data
 from pyro_causalgen.mechanisms.stacked import StackedFlows
 
 PREFIX = "param."
-GUIDES = ("normal", "lowrank", "mvn")
+GUIDES = ("normal", "lowrank", "mvn", "laplace")
 
 
 def output_layer_parameters(model: nn.Module) -> list[str]:
@@ -185,16 +186,112 @@ def _make_guide(kind: str, model: Callable, init: dict, init_scale: float) -> Au
         return AutoLowRankMultivariateNormal(
             model, init_loc_fn=loc, init_scale=init_scale
         )
-    if kind == "mvn":
-        return AutoMultivariateNormal(model, init_loc_fn=loc, init_scale=init_scale)
-    raise ValueError(f"fit_bayesian: unknown guide {kind!r}; use one of {GUIDES}")
+    return AutoMultivariateNormal(model, init_loc_fn=loc, init_scale=init_scale)
+
+
+@contextmanager
+def _no_grad_for(params: list[Tensor]) -> Iterator[None]:
+    """Switch off ``requires_grad`` of ``params`` (the fixed weights) for a while."""
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _hessian_by_differences(f: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
+    """``D x D`` Hessian of ``f`` at ``theta`` by central differences of its exact
+    gradient (step ``eps ** (1/3)`` of the dtype): first derivatives only, which is
+    all the fused spline of stacked flows provides."""
+
+    def grad(t: Tensor) -> Tensor:
+        t = t.detach().requires_grad_(True)
+        return torch.autograd.grad(f(t), t)[0]
+
+    h = torch.finfo(theta.dtype).eps ** (1 / 3)
+    cols = []
+    for j in range(theta.numel()):
+        step = torch.zeros_like(theta)
+        step[j] = h
+        cols.append((grad(theta + step) - grad(theta - step)) / (2 * h))
+    return torch.stack(cols, 1)
+
+
+def _laplace_guide(
+    model: Callable,
+    batch: dict[str, Tensor],
+    init: dict[str, Tensor],
+    prior_scale: float | None,
+) -> tuple[AutoMultivariateNormal, float, float]:
+    """``N(theta, H^-1)`` at the fitted weights ``theta``, ``H`` the Hessian of the
+    negative log joint over all rows, as an ``AutoMultivariateNormal``; ``2 D``
+    gradient passes over the data for ``D`` random parameters.
+
+    ``model`` must put a ``Normal(0, 1)`` prior on every parameter (its Hessian is
+    taken off). With ``prior_scale=None`` the prior precision ``alpha`` maximises
+    the Laplace evidence ``-alpha |theta|^2 / 2 + D log(alpha) / 2 - log det(H) / 2``
+    (empirical Bayes, on a log grid). Away from an exact optimum the likelihood's
+    Hessian can have negative directions: each eigenvalue of ``H`` enters as its
+    absolute value, at least ``alpha``.
+
+    :returns: the guide, the negative log joint at ``theta`` (unit prior) and the
+        prior scale ``alpha ** -1/2`` used.
+    """
+    names = list(init)
+    theta = torch.cat([init[k].reshape(-1) for k in names])
+    sizes = [init[k].numel() for k in names]
+
+    def neg_log_joint(flat: Tensor) -> Tensor:
+        values = {k: v.view_as(init[k]) for k, v in zip(names, flat.split(sizes))}
+        conditioned = poutine.condition(model, data=values)
+        return -poutine.trace(conditioned).get_trace(batch).log_prob_sum()
+
+    loss = float(neg_log_joint(theta))
+    H = _hessian_by_differences(neg_log_joint, theta)
+    with torch.no_grad():
+        evals, evecs = torch.linalg.eigh((H + H.T) / 2)
+        lik = evals.double() - 1.0  # the likelihood's curvatures (unit prior off)
+
+        def precisions(alpha: Tensor) -> Tensor:
+            return torch.maximum((lik + alpha).abs(), alpha)
+
+        if prior_scale is None:
+            alphas = torch.logspace(-4, 6, 201, dtype=torch.float64)
+            sq = theta.double().square().sum()
+            evidence = torch.stack(
+                [
+                    -a * sq / 2 + len(lik) * a.log() / 2 - precisions(a).log().sum() / 2
+                    for a in alphas
+                ]
+            )
+            alpha = alphas[evidence.argmax()]
+        else:
+            alpha = torch.tensor(prior_scale**-2, dtype=torch.float64)
+        prec = precisions(alpha).to(evecs)
+        cov = (evecs / prec) @ evecs.T
+        scale = cov.diagonal().sqrt()
+        corr = cov / scale[:, None] / scale[None, :]
+        scale_tril = torch.linalg.cholesky((corr + corr.T) / 2)
+    guide = AutoMultivariateNormal(model)
+    guide._setup_prototype(batch)
+    del guide.loc, guide.scale, guide.scale_tril
+    # the guide's latent vector follows its prototype trace's site order
+    order = list(guide._unconstrained_shapes)
+    if order != names:
+        raise RuntimeError(f"Laplace: site order {order} differs from {names}")
+    guide.register_buffer("loc", theta.detach())
+    guide.register_buffer("scale", scale)
+    guide.register_buffer("scale_tril", scale_tril)
+    return guide, loss, float(alpha) ** -0.5
 
 
 def fit_bayesian(
     model: nn.Module,
     data: Mapping[str, Any] | Any,
     *,
-    prior_scale: float = 1.0,
+    prior_scale: float | str = 1.0,
     random: str | Iterable[str] = "all",
     guide: str = "normal",
     steps: int = 1000,
@@ -205,18 +302,27 @@ def fit_bayesian(
     seed: int | None = None,
     disable_progbar: bool = True,
 ) -> tuple[BayesianModel, list[float]]:
-    """Variational posterior over the parameters of ``model`` given fully observed data.
+    """Approximate posterior over the parameters of ``model`` given fully observed data.
 
-    The model should be fitted (``fit``) first: its weights start the guide's means and
-    its standardisation is kept fixed. Minibatch likelihoods are scaled by ``N / B``.
+    The model should be fitted (``fit``) first: its weights start the guide's means
+    (``"laplace"``: are its mean) and its standardisation is kept fixed. SVI guides
+    see minibatches whose likelihood is scaled by ``N / B``.
 
+    :param prior_scale: standard deviation of the ``Normal(0, s)`` prior on every
+        random parameter; with ``guide="laplace"`` also ``"evidence"``: ``s`` that
+        maximises the Laplace approximation of the marginal likelihood (empirical
+        Bayes; the chosen value is ``bayes.prior_scale``).
     :param random: which parameters are random (see :class:`BayesianModel`): ``"all"``
         or ``"last"`` (a last-layer posterior; the hidden layers keep their fitted
         values).
     :param guide: ``"normal"`` (mean-field, ``AutoNormal``), ``"lowrank"``
-        (``AutoLowRankMultivariateNormal``) or ``"mvn"`` (full covariance; for a
-        last-layer posterior of a small model).
-    :returns: the :class:`BayesianModel` (its ``guide`` fitted) and the ELBO losses.
+        (``AutoLowRankMultivariateNormal``) or ``"mvn"`` (full covariance), fitted by
+        ``steps`` of SVI; or ``"laplace"``: no SVI, a Gaussian at the fitted weights
+        with the inverse Hessian of the negative log joint over all rows as its
+        covariance (``D x D`` for ``D`` random parameters: use with ``random="last"``
+        on all but tiny models).
+    :returns: the :class:`BayesianModel` (its ``guide`` fitted) and the ELBO losses
+        per row (``"laplace"``: one value, the negative log joint per row).
 
     Example::
 
@@ -227,15 +333,21 @@ def fit_bayesian(
         >>> bayes, losses = fit_bayesian(scm, data, guide="mvn", steps=5, seed=0)
         >>> len(bayes.posterior_models(3)), len(losses)
         (3, 5)
+        >>> bayes, _ = fit_bayesian(scm, data, guide="laplace")
+        >>> bayes.guide.scale_tril.shape  # loc and log_scale of x
+        torch.Size([2, 2])
     """
     if guide not in GUIDES:
         raise ValueError(f"fit_bayesian: unknown guide {guide!r}; use one of {GUIDES}")
     tensors = prepare_model_data(model, data, (), {units_arg: 1})
     rows = next(iter(tensors.values())).shape[0]
-    bayes = BayesianModel(model, prior_scale, random)
+    bayes = BayesianModel(
+        model, 1.0 if prior_scale == "evidence" else prior_scale, random
+    )
     params = dict(model.named_parameters())
     init = {PREFIX + n: params[n].detach().clone() for n in bayes.random}
-    init_names = set(bayes.random)
+    fixed = [p for n, p in params.items() if p.requires_grad and n not in bayes.random]
+    bayes._guide_args = ({k: v[:1] for k, v in tensors.items()},)
 
     def svi_model(batch: dict[str, Tensor]) -> Any:
         b = next(iter(batch.values())).shape[0]
@@ -243,21 +355,29 @@ def fit_bayesian(
             likelihood_scale=rows / b, **{units_arg: b}
         )
 
+    if guide == "laplace":
+        bayes.prior_scale = 1.0  # the Hessian is taken under a unit prior
+        with _no_grad_for(fixed):
+            bayes.guide, loss, bayes.prior_scale = _laplace_guide(
+                svi_model,
+                tensors,
+                init,
+                None if prior_scale == "evidence" else prior_scale,
+            )
+        return bayes, [loss / rows]
+    if not isinstance(prior_scale, (int, float)):
+        raise ValueError(
+            f"fit_bayesian: prior_scale={prior_scale!r}; 'evidence' needs "
+            "guide='laplace'"
+        )
     bayes.guide = _make_guide(guide, svi_model, init, init_scale)
     gen = torch.Generator()
     gen.manual_seed(seed) if seed is not None else gen.seed()
     svi = SVI(svi_model, bayes.guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
     losses = []
-    fixed = [p for n, p in params.items() if p.requires_grad and n not in init_names]
-    try:  # the fixed weights need no gradients
-        for p in fixed:
-            p.requires_grad_(False)
+    with _no_grad_for(fixed):  # the fixed weights need no gradients
         for _ in tqdm(range(steps), disable=disable_progbar, desc="svi"):
             idx = torch.randint(0, rows, (min(batch_size, rows),), generator=gen)
             batch = {k: v[idx.to(v.device)] for k, v in tensors.items()}
             losses.append(svi.step(batch) / rows)
-    finally:
-        for p in fixed:
-            p.requires_grad_(True)
-    bayes._guide_args = ({k: v[:1] for k, v in tensors.items()},)
     return bayes, losses

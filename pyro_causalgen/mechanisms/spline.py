@@ -27,7 +27,9 @@ Shapes: ``K`` bins; ``*`` any batch shape. A table is ``(*, 3, K + 1)``: knot po
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,6 +38,27 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
+
+_Backward = Callable[..., Any]
+
+
+def _first_order(backward: _Backward) -> _Backward:
+    """``once_differentiable``, and an error instead of a silent zero when someone
+    differentiates twice (``create_graph=True``: Hessians, ``autograd.functional``)."""
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapped(ctx: Any, *grads: Tensor) -> Any:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "the fused spline of stacked flows is differentiable once; for second "
+                "derivatives use finite differences of its gradient (as "
+                "fit_bayesian(guide='laplace') does) or unstacked mechanisms "
+                "(StructuralCausalModel(..., stack=False))"
+            )
+        return inner(ctx, *grads)
+
+    return wrapped
 
 
 def rqs_table(
@@ -79,7 +102,7 @@ class _RQSTable(torch.autograd.Function):
         return torch.cat([knots, derivatives.unsqueeze(-2)], -2)
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(  # type: ignore[override]
         ctx: Any, grad: Tensor
     ) -> tuple[Tensor, None, None, None]:
@@ -223,7 +246,7 @@ class _RQSFlow(torch.autograd.Function):
         return x, ladj
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(  # type: ignore[override]
         ctx: Any, gy: Tensor, gl: Tensor
     ) -> tuple[Tensor, Tensor, None]:
