@@ -126,12 +126,18 @@ PROTOCOLS = {
 }
 
 #: Configurations of our builder: ``name -> (mechanism per role, kwargs per role)``,
-#: roles ``root`` (no parents) and ``child``.
+#: roles ``root`` (no parents) and ``child``; an optional ``fit`` entry holds extra
+#: keyword arguments of :func:`pyro_causalgen.fit` (``("fit", {...})``).
 OURS: dict[str, dict[str, tuple[str, dict]]] = {
     "nsf-default": {"root": ("nsf", {}), "child": ("nsf", {})},
     "nsf-small": {
         "root": ("nsf", {"transforms": 1, "hidden_features": (32, 32)}),
         "child": ("nsf", {"transforms": 1, "hidden_features": (32, 32)}),
+    },
+    "nsf-small-wd": {
+        "root": ("nsf", {"transforms": 1, "hidden_features": (32, 32)}),
+        "child": ("nsf", {"transforms": 1, "hidden_features": (32, 32)}),
+        "fit": ("fit", {"weight_decay": 1e-2}),
     },
     "nsf-affine": {
         "root": ("nsf", {"transforms": 1, "hidden_features": (32, 32), "affine": True}),
@@ -184,6 +190,7 @@ class Ours:
     def __init__(self, truth: GroundTruthSCM, config: str) -> None:
         self.truth = truth
         self.scm = build_ours(config, truth.parents)
+        self.fit_kwargs = OURS[config].get("fit", ("fit", {}))[1]
 
     def fit(self, pool: torch.Tensor, proto: Protocol, seed: int) -> None:
         n_train, n_val, _ = proto.sizes
@@ -197,6 +204,7 @@ class Ours:
             patience=None,
             clip_norm=None,
             seed=seed,
+            **self.fit_kwargs,
         )
 
     @torch.no_grad()
