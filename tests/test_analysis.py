@@ -225,8 +225,9 @@ def test_evidence_prior_satisfies_mackays_fixed_point():
     assert PREFIX + names[0] in bayes.guide._unconstrained_shapes
 
 
-def test_last_layer_posterior_keeps_hidden_weights_and_names_bad_choices():
+def test_last_layer_posterior_keeps_hidden_weights_and_names_bad_choices(monkeypatch):
     from pyro_causalgen import fit
+    from pyro_causalgen.analysis import bayesian
     from pyro_causalgen.analysis.bayesian import (
         BayesianModel,
         fit_bayesian,
@@ -262,6 +263,12 @@ def test_last_layer_posterior_keeps_hidden_weights_and_names_bad_choices():
         BayesianModel(scm, random=["stacks.0.nope"])
     with pytest.raises(ValueError, match="unknown guide"):
         fit_bayesian(scm, data, guide="flow", steps=1)
+    with pytest.raises(ValueError, match="'evidence' needs guide='laplace'"):
+        fit_bayesian(scm, data, prior_scale="evidence", steps=1)
+    n_all = sum(p.numel() for p in scm.parameters())
+    monkeypatch.setattr(bayesian, "LAPLACE_MAX_PARAMETERS", n_all - 1)
+    with pytest.raises(ValueError, match=f"Laplace posterior over {n_all} param"):
+        fit_bayesian(scm, data, guide="laplace")
 
 
 def test_guard_warns_for_a_confounded_effect_and_passes_an_identified_one():

@@ -41,6 +41,8 @@ from pyro_causalgen.mechanisms.stacked import StackedFlows
 
 PREFIX = "param."
 GUIDES = ("normal", "lowrank", "mvn", "laplace")
+#: Most random parameters a Laplace posterior takes (its Hessian is dense).
+LAPLACE_MAX_PARAMETERS = 8192
 
 
 def output_layer_parameters(model: nn.Module) -> list[str]:
@@ -356,6 +358,14 @@ def fit_bayesian(
         )
 
     if guide == "laplace":
+        size = sum(v.numel() for v in init.values())
+        if size > LAPLACE_MAX_PARAMETERS:
+            raise ValueError(
+                f"fit_bayesian: a Laplace posterior over {size} parameters needs a "
+                f"{size} x {size} Hessian ({2 * size} gradient passes); the limit is "
+                f"{LAPLACE_MAX_PARAMETERS}. Use random='last', fewer parameters "
+                "(a list of names) or an SVI guide"
+            )
         bayes.prior_scale = 1.0  # the Hessian is taken under a unit prior
         with _no_grad_for(fixed):
             bayes.guide, loss, bayes.prior_scale = _laplace_guide(
