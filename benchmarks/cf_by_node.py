@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scm", help="name/variant, e.g. simpson/non-linear")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ours", default="nsf-small", choices=sorted(suite.OURS))
+    parser.add_argument("--ours", default="nsf-small-wd", choices=sorted(suite.OURS))
     args = parser.parse_args()
     torch.set_num_threads(1)
     proto = suite.PROTOCOLS["reduced"]

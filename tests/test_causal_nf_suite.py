@@ -167,3 +167,37 @@ def test_flow_scm_on_suite(name: str, variant: str) -> None:
     assert math.isfinite(got["kl"]) and got["kl"] < 0.3
     assert got["ate"] < 0.2 * null_ate
     assert got["cf"] < 0.2 * null_cf
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [4])
+def test_weight_decay_lowers_large_backdoor_counterfactual_error(seed: int) -> None:
+    """large-backdoor non-linear, the benchmark's reduced protocol for one data seed:
+    x9's mechanism (two parents, Laplace noise) is where counterfactuals go wrong, as
+    the hyper-network's dependence on (x7, x8) picks up wiggles that the likelihood
+    does not penalise. Weight decay 1e-2 smooths it: over three seeds of the reduced
+    protocol the CF error went from 0.040 to 0.017 (a factor 2.3; causalflows 0.023);
+    this test's set-up gave factors 2.76, 2.69 and 2.57 on data seeds 4, 5 and 6 (CF
+    0.045 -> 0.016). We require a factor 1.5."""
+    truth = load_scm("large-backdoor", "non-linear")
+    train, test = _data(truth, 9_000, 1_000, seed=seed)
+    kw = {"transforms": 1, "hidden_features": (32, 32)}
+    errors = {}
+    for decay in (0.0, 1e-2):
+        pyro.set_rng_seed(0)
+        model = StructuralCausalModel(truth.parents, mechanism_kwargs=kw)
+        data = truth.to_dict(train.float())
+        fit(
+            model,
+            data,
+            epochs=100,
+            batch_size=500,
+            lr=1e-3,
+            val_fraction=1 / 9,
+            patience=None,
+            clip_norm=None,
+            seed=0,
+            weight_decay=decay,
+        )
+        errors[decay] = paper_metrics(truth, model, train, test, 2_000)["cf"]
+    assert errors[1e-2] < errors[0.0] / 1.5, errors
