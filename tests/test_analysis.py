@@ -263,7 +263,7 @@ def test_last_layer_posterior_keeps_hidden_weights_and_names_bad_choices(monkeyp
         BayesianModel(scm, random=["stacks.0.nope"])
     with pytest.raises(ValueError, match="unknown guide"):
         fit_bayesian(scm, data, guide="flow", steps=1)
-    with pytest.raises(ValueError, match="'evidence' needs guide='laplace'"):
+    with pytest.raises(ValueError, match="'evidence' with guide='laplace'"):
         fit_bayesian(scm, data, prior_scale="evidence", steps=1)
     n_all = sum(p.numel() for p in scm.parameters())
     monkeypatch.setattr(bayesian, "LAPLACE_MAX_PARAMETERS", n_all - 1)

@@ -260,7 +260,7 @@ def _laplace_guide(
             return torch.maximum((lik + alpha).abs(), alpha)
 
         if prior_scale is None:
-            alphas = torch.logspace(-4, 6, 201, dtype=torch.float64)
+            alphas = torch.logspace(-4, 6, 201, dtype=lik.dtype, device=lik.device)
             sq = theta.double().square().sum()
             evidence = torch.stack(
                 [
@@ -270,7 +270,7 @@ def _laplace_guide(
             )
             alpha = alphas[evidence.argmax()]
         else:
-            alpha = torch.tensor(prior_scale**-2, dtype=torch.float64)
+            alpha = lik.new_tensor(prior_scale**-2)
         prec = precisions(alpha).to(evecs)
         cov = (evecs / prec) @ evecs.T
         scale = cov.diagonal().sqrt()
@@ -341,6 +341,11 @@ def fit_bayesian(
     """
     if guide not in GUIDES:
         raise ValueError(f"fit_bayesian: unknown guide {guide!r}; use one of {GUIDES}")
+    if isinstance(prior_scale, str) and (prior_scale, guide) != ("evidence", "laplace"):
+        raise ValueError(
+            f"fit_bayesian: prior_scale={prior_scale!r}; a number, or 'evidence' "
+            "with guide='laplace'"
+        )
     tensors = prepare_model_data(model, data, (), {units_arg: 1})
     rows = next(iter(tensors.values())).shape[0]
     bayes = BayesianModel(
@@ -375,11 +380,6 @@ def fit_bayesian(
                 None if prior_scale == "evidence" else prior_scale,
             )
         return bayes, [loss / rows]
-    if not isinstance(prior_scale, (int, float)):
-        raise ValueError(
-            f"fit_bayesian: prior_scale={prior_scale!r}; 'evidence' needs "
-            "guide='laplace'"
-        )
     bayes.guide = _make_guide(guide, svi_model, init, init_scale)
     gen = torch.Generator()
     gen.manual_seed(seed) if seed is not None else gen.seed()

@@ -294,17 +294,25 @@ class StackedFlows(nn.Module):
         )
 
     # --------------------------------------------------------------- per site
-    def _site_mlp_layers(self, slot: int, context: Tensor) -> Tensor:
-        """Hyper-network outputs, layer-major and contiguous: ``(L, rows, P)``."""
-        L, width = self.transforms, self._context_widths[slot]
+    def _site_context(self, slot: int, context: Tensor | None) -> Tensor:
+        """A context site's standardised context as ``(1, rows, C)``, checked."""
+        width = self._context_widths[slot]
+        if context is None:
+            raise ShapeError(
+                f"StackedFlows: site '{self._internal[slot]}' needs a context"
+            )
         if context.shape[-1] != width:
             raise ShapeError(
                 f"StackedFlows: site '{self._internal[slot]}' takes {width} context "
                 f"features, got shape {tuple(context.shape)}"
             )
-        rows = slice(slot * L, (slot + 1) * L)
-        h = context.reshape(1, -1, width).expand(L, -1, -1)  # (L, rows, C)
-        return self.hyper_networks(h, rows)
+        return context.reshape(1, -1, width)
+
+    def _site_mlp_layers(self, slot: int, context: Tensor | None) -> Tensor:
+        """Hyper-network outputs, layer-major and contiguous: ``(L, rows, P)``."""
+        L = self.transforms
+        h = self._site_context(slot, context).expand(L, -1, -1)  # (L, rows, C)
+        return self.hyper_networks(h, slice(slot * L, (slot + 1) * L))
 
     def hyper_networks(
         self, h: Tensor, rows: slice | Tensor = slice(None), affine: bool = False
@@ -341,11 +349,8 @@ class StackedFlows(nn.Module):
         n_ctx = len(self._ctx_sites)
         if slot >= n_ctx:
             return self.root_phi[slot - n_ctx]
-        if context is None:
-            raise ShapeError(
-                f"StackedFlows: site '{self._internal[slot]}' needs a context"
-            )
         h = self._site_mlp_layers(slot, context)  # (L, rows, P)
+        assert context is not None  # checked by _site_context
         return h.reshape(self.transforms, *context.shape[:-1], self.total)
 
     def _layer(self, phi: Tensor) -> Transform:
@@ -360,16 +365,9 @@ class StackedFlows(nn.Module):
         slot, n_ctx = self._slot[site], len(self._ctx_sites)
         if slot >= n_ctx:
             return self.root_affine[slot - n_ctx]
-        if context is None:
-            raise ShapeError(f"StackedFlows: site '{site}' needs a context")
-        width = self._context_widths[slot]
-        if context.shape[-1] != width:
-            raise ShapeError(
-                f"StackedFlows: site '{site}' takes {width} context features, got "
-                f"shape {tuple(context.shape)}"
-            )
-        h = context.reshape(1, -1, width)
+        h = self._site_context(slot, context)
         out = self.hyper_networks(h, slice(slot, slot + 1), affine=True)
+        assert context is not None  # checked by _site_context
         return out.reshape(*context.shape[:-1], 2)
 
     @staticmethod
