@@ -97,6 +97,7 @@ def run_demo(
         seed=seed,
         epochs=epochs,
         lr=3e-3,
+        weight_decay=1e-2,  # smoother mechanisms: better unit-level counterfactuals
         patience=5,
         disable_progbar=disable_progbar,
     )
