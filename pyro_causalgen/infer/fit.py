@@ -169,7 +169,9 @@ def fit(
     :param weight_decay: Adam's L2 penalty on the weights. Counterfactuals evaluate
         mechanisms at parent values the data rarely show; ``1e-2`` smooths the
         hyper-networks there and lowered counterfactual errors on the Causal NF suite
-        (up to 2.3x; ``benchmarks/RESULTS_causal_nf_suite.md``). Default 0.
+        (up to 2.3x at 8,000 rows; the benchmark scales it as ``80 / n_train``, a
+        fixed Gaussian prior on the weights; ``benchmarks/RESULTS_causal_nf_suite.md``).
+        Default 0.
     :param seed: seed of the split and shuffling (a private generator: global RNG
         state is left alone).
     :param disable_progbar: hide the tqdm progress bar.
