@@ -348,9 +348,9 @@ def fit_bayesian(
         )
     tensors = prepare_model_data(model, data, (), {units_arg: 1})
     rows = next(iter(tensors.values())).shape[0]
-    bayes = BayesianModel(
-        model, 1.0 if prior_scale == "evidence" else prior_scale, random
-    )
+    # a Laplace Hessian is taken under a unit prior (its scale is applied after)
+    prior = 1.0 if guide == "laplace" else float(prior_scale)
+    bayes = BayesianModel(model, prior, random)
     params = dict(model.named_parameters())
     init = {PREFIX + n: params[n].detach().clone() for n in bayes.random}
     fixed = [p for n, p in params.items() if p.requires_grad and n not in bayes.random]
@@ -371,7 +371,6 @@ def fit_bayesian(
                 f"{LAPLACE_MAX_PARAMETERS}. Use random='last', fewer parameters "
                 "(a list of names) or an SVI guide"
             )
-        bayes.prior_scale = 1.0  # the Hessian is taken under a unit prior
         with _no_grad_for(fixed):
             bayes.guide, loss, bayes.prior_scale = _laplace_guide(
                 svi_model,

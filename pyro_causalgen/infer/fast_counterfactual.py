@@ -251,34 +251,31 @@ def _noise_batch(
     L, G = group.transforms, len(names)
     views: list[StackedFlowMechanism] = [group.views[s] for s in names]  # type: ignore[misc]
     slots = [group._slot[s] for s in names]
-    rows: slice | Tensor
-    if slots == list(range(slots[0], slots[0] + G)):  # consecutive: a view
-        rows = slice(slots[0] * L, (slots[-1] + 1) * L)
-    else:
-        rows = torch.tensor(
-            [slot * L + i for slot in slots for i in range(L)],
-            device=group.root_phi.device,
-        )
+    consecutive = slots == list(range(slots[0], slots[0] + G))
+
+    def networks(per_site: int) -> slice | Tensor:
+        """The hyper-networks of ``names`` among ``per_site`` per slot."""
+        if consecutive:  # a view
+            return slice(slots[0] * per_site, (slots[-1] + 1) * per_site)
+        index = [slot * per_site + i for slot in slots for i in range(per_site)]
+        return torch.tensor(index, device=group.root_phi.device)
+
     contexts = []
     for v in views:
         ctx = v.context(**{p: data[p] for p in v.parents})
         contexts.append((ctx - v.context_loc) / v.context_scale)  # (n, C)
-    n = contexts[0].shape[0]
+    context = torch.stack(contexts)  # (G, n, C)
+    n = context.shape[1]
     # (G * L, n, C): each site's context once per flow layer, as in _site_mlp
-    h = torch.stack(contexts).unsqueeze(1).expand(-1, L, -1, -1)
-    phi = group.hyper_networks(h.reshape(G * L, n, width), rows)
+    h = context.unsqueeze(1).expand(-1, L, -1, -1)
+    phi = group.hyper_networks(h.reshape(G * L, n, width), networks(L))
     phi = phi.view(G, L, n, group.total)
     loc = torch.stack([v.value_loc for v in views]).unsqueeze(-1)
     scale = torch.stack([v.value_scale for v in views]).unsqueeze(-1)
     x = torch.stack([data[s] for s in names])  # (G, n)
     z = (x - loc) / scale  # (G, n), as ToNoiseTransform
     if group.affine:  # as site_transform's first step, site_affine's slicing
-        slot_rows = (
-            slice(slots[0], slots[-1] + 1)
-            if isinstance(rows, slice)
-            else (torch.tensor(slots, device=group.root_phi.device))
-        )
-        a = group.hyper_networks(torch.stack(contexts), slot_rows, affine=True)
+        a = group.hyper_networks(context, networks(1), affine=True)
         z = group.affine_step(a)(z)  # (G, n)
     if group.flow == "nsf":  # as RQSFlowTransform.call_and_ladj, all sites at once
         return dict(zip(names, rqs_flow(z, rqs_table(phi, group.bins))[0].unbind(0)))

@@ -512,22 +512,23 @@ class StackedFlows(nn.Module):
             ]
             x = torch.cat([x[:S], *cols, x[S:]])
         z = (x[:S] - loc) / scale  # (S, rows)
+        # (S_ctx * L, rows, Cmax): each hyper-network's standardised context
+        ctx = (
+            ((x[self._row_index] - std[3]) / std[4]).transpose(1, 2) if n_ctx else None
+        )
         ladj: Tensor | None = None
         if self.affine:
             params = []
-            if n_ctx:  # each site's context once (layer 0 of the flow's rows)
-                ctx = (x[self._row_index[::L]] - std[3][::L]) / std[4][::L]
-                params.append(self.hyper_networks(ctx.transpose(1, 2), affine=True))
+            if ctx is not None:  # each site's context once (its first flow layer's)
+                params.append(self.hyper_networks(ctx[::L], affine=True))
             if self._root_sites:
                 params.append(self.root_affine[:, None, :].expand(-1, rows, -1))
             step = self.affine_step(torch.cat(params) if len(params) > 1 else params[0])
             z, ladj = step(z), step.log_scale
 
         phis = []
-        if n_ctx:
-            # (S_ctx * L, Cmax, rows): each hyper-network's standardised context
-            ctx = (x[self._row_index] - std[3]) / std[4]
-            h = self.hyper_networks(ctx.transpose(1, 2))  # (G, rows, P)
+        if ctx is not None:
+            h = self.hyper_networks(ctx)  # (G, rows, P)
             phis.append(h.view(n_ctx, L, rows, self.total))
         if self._root_sites:
             phis.append(self.root_phi[:, :, None, :].expand(-1, -1, rows, -1))
