@@ -78,3 +78,40 @@ def to_inference_data(
     for group in data:
         getattr(idata, group).attrs.update(attrs)
     return idata
+
+
+def plot_posterior(
+    data: Any,
+    var_names: Sequence[str] | None = None,
+    *,
+    group: str = "posterior",
+    ref_val: float | None = None,
+) -> Any:
+    """Posterior densities of ``data`` (from :func:`to_inference_data`), any ArviZ.
+
+    ArviZ 0.x draws with ``arviz.plot_posterior`` (``ref_val`` marks the truth);
+    ArviZ 1.x has no ``plot_posterior``: its successor ``arviz.plot_dist`` draws the
+    densities and ``arviz.add_lines`` the reference value.
+
+    :param data: ``InferenceData`` (0.x) or ``DataTree`` (1.x).
+    :param var_names: variables to draw (default: all of ``group``).
+    :param group: the group to draw from (``posterior``, ``predictions``, ...).
+    :param ref_val: a reference value (e.g. the true effect) drawn on every panel.
+    :returns: the matplotlib axes (0.x) or the ``PlotCollection`` (1.x).
+
+    Example::
+
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> idata = to_inference_data({"posterior": {"effect": torch.randn(2, 50)}})
+        >>> plots = plot_posterior(idata, ["effect"], ref_val=0.0)
+    """
+    import arviz
+
+    names = None if var_names is None else list(var_names)
+    if arviz_major() >= 1:  # pragma: no cover - exercised where ArviZ 1.x is installed
+        plots = arviz.plot_dist(data, var_names=names, group=group)
+        if ref_val is not None:
+            arviz.add_lines(plots, values=ref_val)
+        return plots
+    return arviz.plot_posterior(data, var_names=names, group=group, ref_val=ref_val)
