@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from pyro_causalgen.errors import DataError
 from pyro_causalgen.handlers.noise import noise_site_name
 from pyro_causalgen.infer.abduction import NoisePosterior
+from pyro_causalgen.infer.data import row_generator, shuffled_batches
 from pyro_causalgen.infer.fit import _Standardize
 from pyro_causalgen.mechanisms.image import dequantize
 from pyro_causalgen.mechanisms.image_decoder import (
@@ -262,11 +263,7 @@ def fit_amortized(
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     optim = torch.optim.Adam(params, lr=lr)
     elbo = TraceMeanField_ELBO()
-    gen = torch.Generator()
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(seed)
+    gen = row_generator(seed)
     history = AmortizedFitHistory()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed is not None:
@@ -274,17 +271,13 @@ def fit_amortized(
         for _ in tqdm(range(epochs), disable=disable_progbar, desc="fit_amortized"):
             if isinstance(model, nn.Module):
                 model.train()
-            order = torch.randperm(n_rows, generator=gen).to(device)
             total = 0.0
-            for start in range(0, n_rows, batch_size):
-                idx = order[start : start + batch_size]
-                batch = {k: v[idx] for k, v in tensors.items()}
+            for batch in shuffled_batches(tensors, batch_size, gen):
+                rows = len(batch[image_site])
                 batch[image_site] = dequantize(batch[image_site], "uniform")
                 guide = AmortizedGuide(decoder, encoder, batch, image_site, plate=plate)
                 conditioned = poutine.condition(model, data=batch)
-                loss = elbo.differentiable_loss(
-                    conditioned, guide, **call(len(idx))
-                ) / len(idx)
+                loss = elbo.differentiable_loss(conditioned, guide, **call(rows)) / rows
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip_norm is not None:
@@ -292,7 +285,7 @@ def fit_amortized(
                 optim.step()
                 value = float(loss.detach())
                 history.step_loss.append(value)
-                total += value * len(idx)
+                total += value * rows
                 history.steps += 1
             history.train_loss.append(total / n_rows)
     if isinstance(model, nn.Module):

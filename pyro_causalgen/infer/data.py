@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -122,3 +122,45 @@ def _to_tensor(
             raise DataError(f"column '{name}' is discrete but has non-integer values")
         return t.to(device=device, dtype=torch.long)
     return t.to(device=device, dtype=dtype)
+
+
+def row_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator for row order: seeded by ``seed``, or fresh entropy if ``None``.
+
+    Example::
+
+        >>> a, b = row_generator(0), row_generator(0)
+        >>> torch.equal(torch.randperm(5, generator=a), torch.randperm(5, generator=b))
+        True
+    """
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+def shuffled_batches(
+    tensors: Mapping[str, Tensor], batch_size: int, generator: torch.Generator
+) -> Iterator[dict[str, Tensor]]:
+    """One epoch of minibatches ``{name: (b, ...)}`` of ``tensors`` in a random order.
+
+    The order is drawn on the CPU by ``generator`` (so it does not depend on the
+    device) and moved to the tensors' device; the last batch may be smaller.
+
+    Example::
+
+        >>> rows = {"x": torch.arange(5.0)}
+        >>> batches = list(shuffled_batches(rows, 2, row_generator(0)))
+        >>> [len(b["x"]) for b in batches]
+        [2, 2, 1]
+        >>> sorted(torch.cat([b["x"] for b in batches]).tolist())
+        [0.0, 1.0, 2.0, 3.0, 4.0]
+    """
+    first = next(iter(tensors.values()))
+    n_rows = first.shape[0]
+    order = torch.randperm(n_rows, generator=generator).to(first.device)
+    for start in range(0, n_rows, batch_size):
+        idx = order[start : start + batch_size]
+        yield {k: v[idx] for k, v in tensors.items()}

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pyro_causalgen.errors import DataError
-from pyro_causalgen.infer.data import prepare_data
+from pyro_causalgen.infer.data import prepare_data, row_generator, shuffled_batches
 from pyro_causalgen.mechanisms import MechanismDistribution
 from pyro_causalgen.scm import model_device, model_dtype
 
@@ -195,9 +195,7 @@ def fit(
 
     tensors = prepare_model_data(model, data, model_args, call_kwargs(1))
     n_rows = next(iter(tensors.values())).shape[0]
-    gen = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
-    if seed is None:
-        gen.seed()
+    gen = row_generator(seed)
     perm = torch.randperm(n_rows, generator=gen).to(device)
     n_val = int(round(val_fraction * n_rows)) if val_fraction > 0 else 0
     if n_val and n_rows - n_val < 1:
@@ -218,20 +216,19 @@ def fit(
     bad_epochs = 0
     for epoch in tqdm(range(epochs), disable=disable_progbar, desc="fit"):
         model.train()
-        order = torch.randperm(n_train, generator=gen).to(device)
         total = 0.0
-        for start in range(0, n_train, batch_size):
-            idx = order[start : start + batch_size]
-            batch = {k: v[idx] for k, v in train.items()}
-            loss = negative_log_likelihood(
-                model, batch, *model_args, **call_kwargs(len(idx))
-            ) / len(idx)
+        for batch in shuffled_batches(train, batch_size, gen):
+            rows = len(next(iter(batch.values())))
+            loss = (
+                negative_log_likelihood(model, batch, *model_args, **call_kwargs(rows))
+                / rows
+            )
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if clip_norm is not None:
                 nn.utils.clip_grad_norm_(params, clip_norm)
             optim.step()
-            total += loss.item() * len(idx)
+            total += loss.item() * rows
             history.steps += 1
         history.train_loss.append(total / n_train)
         model.eval()
