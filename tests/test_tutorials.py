@@ -32,3 +32,16 @@ def test_tutorial_runs(path: Path, tmp_path: Path, monkeypatch) -> None:
         resources={"metadata": {"path": tmp_path}},
     )
     client.execute()
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_is_valid_nbformat(path: Path) -> None:
+    """Valid as stored: nbformat 4.5 needs a unique id on every cell."""
+    import json
+
+    cells = json.loads(path.read_text())["cells"]
+    missing = [i for i, cell in enumerate(cells) if "id" not in cell]
+    assert not missing, f"{path.name}: cells {missing} have no id"
+    ids = [cell["id"] for cell in cells]
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+    nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
