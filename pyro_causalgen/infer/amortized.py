@@ -272,8 +272,7 @@ def fit_amortized(
             if isinstance(model, nn.Module):
                 model.train()
             total = 0.0
-            for batch in shuffled_batches(tensors, batch_size, gen):
-                rows = len(batch[image_site])
+            for rows, batch in shuffled_batches(tensors, batch_size, gen):
                 batch[image_site] = dequantize(batch[image_site], "uniform")
                 guide = AmortizedGuide(decoder, encoder, batch, image_site, plate=plate)
                 conditioned = poutine.condition(model, data=batch)

@@ -143,8 +143,8 @@ def row_generator(seed: int | None) -> torch.Generator:
 
 def shuffled_batches(
     tensors: Mapping[str, Tensor], batch_size: int, generator: torch.Generator
-) -> Iterator[dict[str, Tensor]]:
-    """One epoch of minibatches ``{name: (b, ...)}`` of ``tensors`` in a random order.
+) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    """One epoch of minibatches ``(b, {name: (b, ...)})`` of ``tensors``, random order.
 
     The order is drawn on the CPU by ``generator`` (so it does not depend on the
     device) and moved to the tensors' device; the last batch may be smaller.
@@ -153,9 +153,9 @@ def shuffled_batches(
 
         >>> rows = {"x": torch.arange(5.0)}
         >>> batches = list(shuffled_batches(rows, 2, row_generator(0)))
-        >>> [len(b["x"]) for b in batches]
+        >>> [rows for rows, _ in batches]
         [2, 2, 1]
-        >>> sorted(torch.cat([b["x"] for b in batches]).tolist())
+        >>> sorted(torch.cat([b["x"] for _, b in batches]).tolist())
         [0.0, 1.0, 2.0, 3.0, 4.0]
     """
     first = next(iter(tensors.values()))
@@ -163,4 +163,4 @@ def shuffled_batches(
     order = torch.randperm(n_rows, generator=generator).to(first.device)
     for start in range(0, n_rows, batch_size):
         idx = order[start : start + batch_size]
-        yield {k: v[idx] for k, v in tensors.items()}
+        yield len(idx), {k: v[idx] for k, v in tensors.items()}

@@ -217,8 +217,7 @@ def fit(
     for epoch in tqdm(range(epochs), disable=disable_progbar, desc="fit"):
         model.train()
         total = 0.0
-        for batch in shuffled_batches(train, batch_size, gen):
-            rows = len(next(iter(batch.values())))
+        for rows, batch in shuffled_batches(train, batch_size, gen):
             loss = (
                 negative_log_likelihood(model, batch, *model_args, **call_kwargs(rows))
                 / rows
