@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from pyro_causalgen.infer.fit import prepare_model_data
 from pyro_causalgen.mechanisms.stacked import StackedFlows
+from pyro_causalgen.seeding import seeded_generator
 
 PREFIX = "param."
 GUIDES = ("normal", "lowrank", "mvn", "laplace")
@@ -380,8 +381,7 @@ def fit_bayesian(
             )
         return bayes, [loss / rows]
     bayes.guide = _make_guide(guide, svi_model, init, init_scale)
-    gen = torch.Generator()
-    gen.manual_seed(seed) if seed is not None else gen.seed()
+    gen = seeded_generator(seed)
     svi = SVI(svi_model, bayes.guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
     losses = []
     with _no_grad_for(fixed):  # the fixed weights need no gradients

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from pyro_causalgen.analysis.effects import MonteCarloEstimate
 from pyro_causalgen.export import to_inference_data
 from pyro_causalgen.infer.fit import FitHistory, fit, prepare_model_data
+from pyro_causalgen.seeding import seeded_generator
 
 METHODS = ("ensemble", "bootstrap")
 
@@ -75,8 +76,7 @@ def fit_ensemble(
         raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}")
     if members < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {members}")
-    gen = torch.Generator()
-    gen.manual_seed(seed) if seed is not None else gen.seed()
+    gen = seeded_generator(seed)
     ensemble = Ensemble([], method)
     tensors = None
     for k in range(members):

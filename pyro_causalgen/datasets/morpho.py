@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from pyro_causalgen.mechanisms.flows import FlowMechanism
 from pyro_causalgen.mechanisms.image import ImageFlowMechanism
 from pyro_causalgen.mechanisms.image_decoder import ImageDecoderMechanism
+from pyro_causalgen.seeding import seeded_generator
 
 #: Parents of each variable of the Morpho SCM.
 MORPHO_GRAPH: dict[str, list[str]] = {
@@ -317,11 +318,7 @@ def sample_morpho_noise(
     n: int, seed: int | None = None, dtype: torch.dtype = torch.float32
 ) -> MorphoNoise:
     """Draw the exogenous noise of ``n`` units (a generator seeded by ``seed``)."""
-    gen = torch.Generator()
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(seed)
+    gen = seeded_generator(seed)
     gamma = torch._standard_gamma(torch.full((n,), 10.0, dtype=torch.float64), gen) / 5
     eps = torch.randn(n, generator=gen, dtype=dtype)
     return MorphoNoise(gamma.to(dtype), eps, sample_glyphs(n, gen, dtype))

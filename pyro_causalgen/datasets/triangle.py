@@ -18,6 +18,8 @@ from importlib import resources
 import torch
 from torch import Tensor
 
+from pyro_causalgen.seeding import seeded_generator
+
 #: Parents of each variable, in the format of ``StructuralCausalModel``.
 TRIANGLE_GRAPH: dict[str, list[str]] = {"x": [], "z": ["x"], "y": ["x", "z"]}
 TRIANGLE_SEED = 20231124
@@ -61,11 +63,7 @@ def sample_triangle(
         >>> sorted(data), data["y"].shape
         (['x', 'y', 'z'], torch.Size([3]))
     """
-    gen = torch.Generator()
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(seed)
+    gen = seeded_generator(seed)
     noise = {
         k: torch.randn(n, generator=gen, dtype=torch.float64) for k in ("x", "z", "y")
     }

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from pyro_causalgen.errors import DataError
 from pyro_causalgen.handlers.noise import noise_site_name
 from pyro_causalgen.infer.abduction import NoisePosterior
-from pyro_causalgen.infer.data import row_generator, shuffled_batches
+from pyro_causalgen.infer.data import shuffled_batches
 from pyro_causalgen.infer.fit import _Standardize
 from pyro_causalgen.mechanisms.image import dequantize
 from pyro_causalgen.mechanisms.image_decoder import (
@@ -45,6 +45,7 @@ from pyro_causalgen.mechanisms.image_decoder import (
     latent_site_name,
     mlp,
 )
+from pyro_causalgen.seeding import seeded_generator
 
 
 class ImageEncoder(nn.Module):
@@ -263,7 +264,7 @@ def fit_amortized(
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     optim = torch.optim.Adam(params, lr=lr)
     elbo = TraceMeanField_ELBO()
-    gen = row_generator(seed)
+    gen = seeded_generator(seed)
     history = AmortizedFitHistory()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed is not None:

@@ -124,23 +124,6 @@ def _to_tensor(
     return t.to(device=device, dtype=dtype)
 
 
-def row_generator(seed: int | None) -> torch.Generator:
-    """A CPU generator for row order: seeded by ``seed``, or fresh entropy if ``None``.
-
-    Example::
-
-        >>> a, b = row_generator(0), row_generator(0)
-        >>> torch.equal(torch.randperm(5, generator=a), torch.randperm(5, generator=b))
-        True
-    """
-    gen = torch.Generator()
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(seed)
-    return gen
-
-
 def shuffled_batches(
     tensors: Mapping[str, Tensor], batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[int, dict[str, Tensor]]]:
@@ -151,8 +134,9 @@ def shuffled_batches(
 
     Example::
 
+        >>> from pyro_causalgen.seeding import seeded_generator
         >>> rows = {"x": torch.arange(5.0)}
-        >>> batches = list(shuffled_batches(rows, 2, row_generator(0)))
+        >>> batches = list(shuffled_batches(rows, 2, seeded_generator(0)))
         >>> [rows for rows, _ in batches]
         [2, 2, 1]
         >>> sorted(torch.cat([b["x"] for _, b in batches]).tolist())

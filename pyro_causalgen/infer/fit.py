@@ -22,9 +22,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pyro_causalgen.errors import DataError
-from pyro_causalgen.infer.data import prepare_data, row_generator, shuffled_batches
+from pyro_causalgen.infer.data import prepare_data, shuffled_batches
 from pyro_causalgen.mechanisms import MechanismDistribution
 from pyro_causalgen.scm import model_device, model_dtype
+from pyro_causalgen.seeding import seeded_generator
 
 
 @dataclass
@@ -195,7 +196,7 @@ def fit(
 
     tensors = prepare_model_data(model, data, model_args, call_kwargs(1))
     n_rows = next(iter(tensors.values())).shape[0]
-    gen = row_generator(seed)
+    gen = seeded_generator(seed)
     perm = torch.randperm(n_rows, generator=gen).to(device)
     n_val = int(round(val_fraction * n_rows)) if val_fraction > 0 else 0
     if n_val and n_rows - n_val < 1:
