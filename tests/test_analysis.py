@@ -94,11 +94,23 @@ def test_bootstrap_ensemble_gives_draws_that_export_to_arviz():
     assert idata.posterior.attrs["query"].startswith("E[y | do(x=1)]")
 
 
-def test_interval_uses_student_t_over_members():
-    eff = EffectDraws("q", torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), "ensemble")
-    lo, hi = eff.interval(0.9)
+def test_interval_is_percentile_by_default_and_student_t_when_asked():
+    mc = torch.tensor([0.3, 0.4, 0.0])
+    eff = EffectDraws("q", torch.tensor([1.0, 2.0, 3.0]), mc, "ensemble")
+    # 5% and 95% percentiles of (1, 2, 3) by linear interpolation: 1.1 and 2.9
+    assert eff.interval(0.9) == pytest.approx((1.1, 2.9), abs=1e-9)
+    lo, hi = eff.interval(0.9, kind="t")
     # t quantile with 2 dof at 0.95 is 2.919986; sd of (1, 2, 3) is 1
     assert (lo, hi) == pytest.approx((2 - 2.919986, 2 + 2.919986), abs=1e-5)
+    # statistical s.e. is the spread alone; Monte Carlo error of the mean apart:
+    # sqrt((0.09 + 0.16 + 0) / 3 / 3) = sqrt(0.25) / 3
+    assert eff.stderr == pytest.approx(1.0) and eff.mc_error == pytest.approx(0.5 / 3)
+    attrs = eff.to_inference_data(prob=0.9).posterior.attrs
+    assert attrs["interval"] == "90% interval, percentiles of 3 ensemble members"
+    assert float(attrs["interval_lower"]) == pytest.approx(1.1)
+    assert float(attrs["mc_stderr"]) == pytest.approx(0.5 / 3)
+    with pytest.raises(ValueError, match="unknown interval kind"):
+        eff.interval(0.9, kind="bca")
     with pytest.raises(ValueError, match="unknown method"):
         fit_ensemble(lambda: linear_scm(), {}, method="jackknife")
 
@@ -123,7 +135,7 @@ def test_bootstrap_intervals_cover_the_truth_at_about_their_level():
         eff = effect_over_members(
             ens, lambda m: average_treatment_effect(m, "y", "x", 1.0, 0.0, n=100), "ate"
         )
-        lo, hi = eff.interval(0.9)
+        lo, hi = eff.interval(0.9, kind="t")  # 10 members: percentiles too coarse
         covered += lo <= 1.5 <= hi
     assert covered >= 14
 

@@ -62,7 +62,8 @@ def test_interventional_mean_on_a_linear_gaussian_scm():
     n = 20_000
     ans = ask(linear_scm(), "E[y | do(x=1.5)]", n=n)  # observed: scm.variables
     within(ans, 3.0, 1.0, n)
-    assert ans.stderr == pytest.approx(1 / math.sqrt(n), rel=0.05)
+    assert ans.mc_stderr == pytest.approx(1 / math.sqrt(n), rel=0.05)
+    assert ans.stderr is None and "no statistical interval" in str(ans)
     assert ans.identifiable and ans.estimand == "P(y | do(x=1.5)) = P(y | x=1.5)"
     assert ans.units.shape == (n,) and ans.interval is None and ans.draws is None
     # P(...) with a free outcome asks for the same mean
@@ -88,7 +89,7 @@ def test_ate_uses_common_noise_and_equals_average_treatment_effect():
     n = 4000
     ans = ask(hetero, "E[y | do(x=1)] - E[y | do(x=0)]", observed=OBSERVED, n=n)
     within(ans, 1.0, 1.0, n)  # unit effects 1 + z: spread 1
-    assert ans.stderr == pytest.approx(1 / math.sqrt(n), rel=0.1)
+    assert ans.mc_stderr == pytest.approx(1 / math.sqrt(n), rel=0.1)
     assert [str(r.query) for r in ans.identification] == [
         "P(y | do(x=1))",
         "P(y | do(x=0))",
@@ -100,7 +101,7 @@ def test_ate_uses_common_noise_and_equals_average_treatment_effect():
     assert again.estimate == pytest.approx(direct.value, rel=1e-6)  # float32 sums
     # a linear SCM has the same effect on every unit
     exact = ask(linear_scm(), "E[y | do(x=1)] - E[y | do(x=-1)]", n=100)
-    assert exact.estimate == pytest.approx(4.0, abs=1e-9) and exact.stderr < 1e-9
+    assert exact.estimate == pytest.approx(4.0, abs=1e-9) and exact.mc_stderr < 1e-9
 
 
 def test_conditional_effect_given_a_covariate_value():
@@ -112,7 +113,7 @@ def test_conditional_effect_given_a_covariate_value():
         n=n,
     )
     # every unit has z = 0.5, so every unit effect is exactly 1 + 0.5
-    assert ans.estimate == pytest.approx(1.5, abs=1e-5) and ans.stderr < 1e-5
+    assert ans.estimate == pytest.approx(1.5, abs=1e-5) and ans.mc_stderr < 1e-5
     assert "P(y | z=0.5, x=1)" in ans.estimand  # IDC: back-door through z
     arm = ask(hetero, "E[y | do(x=2), z=0.5]", observed=OBSERVED, n=n)
     within(arm, 2 * 1.5 + 0.5, 0.5, n)
@@ -127,7 +128,7 @@ def test_effect_of_treatment_on_the_treated_by_abduction():
     within(cf, 1.0, 1.5, n)  # 1 + 2 z + 0.5 u_y, z | x=0 ~ N(0, 1/2)
     # consistency: y_{x=1} = y for units with x = 1
     same = ask(hetero, "E[y_{x=1} - y | x=1]", observed=OBSERVED, n=200)
-    assert same.estimate == 0.0 and same.stderr == 0.0
+    assert same.estimate == 0.0 and same.mc_stderr == 0.0
 
 
 def observed_rows():
@@ -161,14 +162,24 @@ def test_unit_level_answers_for_observed_rows_are_exact():
     assert torch.allclose(unit.units, cf.units)
 
 
-def test_members_give_intervals_student_t_or_posterior_quantiles():
+def test_members_give_percentile_intervals_and_t_only_when_asked():
     models = [linear_scm(s) for s in (1.9, 2.0, 2.1)]
-    ans = ask(models, "E[y | do(x=1)] - E[y | do(x=0)]", n=50)
+    q = "E[y | do(x=1)] - E[y | do(x=0)]"
+    ans = ask(models, q, n=50)
     assert ans.draws.draws.tolist() == pytest.approx([1.9, 2.0, 2.1], abs=1e-9)
+    # percentiles 5% and 95% of (1.9, 2.0, 2.1), linear interpolation
+    assert ans.interval == pytest.approx((1.91, 2.09), abs=1e-6)
+    assert ans.interval_method == "90% interval, percentiles of 3 ensemble members"
+    assert ans.stderr == pytest.approx(0.1) and ans.mc_stderr < 1e-12  # linear: exact
+    text = str(ans)
+    assert "percentiles of 3 ensemble members: [1.91, 2.09]" in text
+    assert "Monte Carlo s.e." in text and "(s.e." not in text
+    t = ask(models, q, n=50, interval="t")
     # t quantile with 2 dof at 0.95 is 2.919986; sd of the draws is 0.1
-    assert ans.interval == pytest.approx((2 - 0.2919986, 2 + 0.2919986), abs=1e-6)
+    assert t.interval == pytest.approx((2 - 0.2919986, 2 + 0.2919986), abs=1e-6)
+    assert "Student t" in t.interval_method
     assert ans.units is None and ans.prob == 0.9
-    boot = ask(Ensemble(models, "bootstrap"), "E[y | do(x=1)] - E[y | do(x=0)]", n=5)
+    boot = ask(Ensemble(models, "bootstrap"), q, n=5)
     assert boot.draws.method == "bootstrap"
     assert boot.interval == pytest.approx(ans.interval, abs=1e-9)
     attrs = boot.draws.to_inference_data().posterior.attrs

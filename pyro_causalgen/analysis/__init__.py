@@ -4,6 +4,10 @@
 checking it for identifiability; the functions it builds on are exported too.
 """
 
+from pyro_causalgen.analysis.doubly_robust import (
+    DoublyRobustEstimate,
+    PositivityWarning,
+)
 from pyro_causalgen.analysis.effects import (
     MonteCarloEstimate,
     average_treatment_effect,
@@ -27,6 +31,8 @@ from pyro_causalgen.analysis.uncertainty import (
 )
 
 __all__ = [
+    "DoublyRobustEstimate",
+    "PositivityWarning",
     "EffectDraws",
     "Ensemble",
     "MonteCarloEstimate",

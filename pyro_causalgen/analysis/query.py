@@ -31,6 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from pyro_causalgen.analysis.bayesian import BayesianModel
+from pyro_causalgen.analysis.doubly_robust import (
+    AIPWTerm,
+    DoublyRobustEstimate,
+    adjustment_sites,
+    aipw,
+    estimate_nuisances,
+)
 from pyro_causalgen.analysis.effects import MonteCarloEstimate, _mean_and_se
 from pyro_causalgen.analysis.simulate import paired_simulations, site_values
 from pyro_causalgen.analysis.uncertainty import (
@@ -81,37 +88,73 @@ class _Term:
 
 @dataclass
 class QueryAnswer:
-    """The answer of :func:`ask`.
+    """The answer of :func:`ask`: an estimate, its statistical interval and, apart,
+    the Monte Carlo error of the simulation that computed it.
 
     :ivar query: the question as asked.
-    :ivar estimate: the answer (the mean over members when there are several).
-    :ivar stderr: Monte Carlo standard error of one model's answer; with members,
-        the spread of their answers (:attr:`EffectDraws.stderr`).
+    :ivar estimate: the answer (the mean over members when there are several; the
+        doubly robust estimate with ``method="dr"``).
+    :ivar mc_stderr: Monte Carlo standard error of :attr:`estimate`: how far more
+        simulation could move it. It says nothing about how well the data determine
+        the answer.
     :ivar identification: one result per distinct term, with its estimand or the
         hedge / counterfactual witness that proves it is not identifiable.
     :ivar units: one model's per-unit values of the quantity, ``(units,)`` (simulated
         units, or the selected ``data`` rows); ``None`` with members.
     :ivar rows: indices of the ``data`` rows in ``units``; ``None`` without data.
-    :ivar draws: the answer of every member, with uncertainty; else ``None``.
-    :ivar interval: the ``prob`` interval from the members; else ``None``.
+    :ivar draws: the answer of every member or posterior draw; else ``None``.
+    :ivar interval: the statistical ``prob`` interval (over members or posterior
+        draws, or from the influence function with ``method="dr"``); ``None`` for a
+        single fitted model, which carries no statistical uncertainty.
+    :ivar interval_method: what :attr:`interval` is, in words.
+    :ivar stderr: statistical standard error (spread of the draws, or the influence
+        function's), ``None`` with a single model.
+    :ivar method: ``"plugin"`` (simulation from the model) or ``"dr"``.
+    :ivar plugin: with ``method="dr"``, the plug-in estimate it corrects.
+    :ivar doubly_robust: with ``method="dr"``, the full
+        :class:`~pyro_causalgen.analysis.doubly_robust.DoublyRobustEstimate`.
 
     >>> def model(n):
     ...     with pyro.plate("units", n):
     ...         pyro.sample("y", dist.Normal(pyro.sample("x", dist.Normal(0, 1)), 1))
     >>> ans = ask(model, "P(y | do(x=1))", observed=["x", "y"], n=10)
-    >>> ans.units.shape, ans.identifiable, ans.witness
-    (torch.Size([10]), True, None)
+    >>> ans.units.shape, ans.identifiable, ans.witness, ans.interval
+    (torch.Size([10]), True, None, None)
     """
 
     query: str
     estimate: float
-    stderr: float
+    mc_stderr: float
     identification: tuple[IdentificationResult, ...]
     units: Tensor | None = None
     rows: Tensor | None = None
     draws: EffectDraws | None = None
     interval: tuple[float, float] | None = None
     prob: float | None = None
+    interval_method: str | None = None
+    stderr: float | None = None
+    method: str = "plugin"
+    plugin: float | None = None
+    doubly_robust: DoublyRobustEstimate | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The answer as plain values, every number labelled (for ``--json``)."""
+        lo, hi = self.interval if self.interval is not None else (None, None)
+        return {
+            "query": self.query,
+            "estimate": self.estimate,
+            "method": self.method,
+            "interval_lower": lo,
+            "interval_upper": hi,
+            "interval_level": self.prob if self.interval is not None else None,
+            "interval_method": self.interval_method,
+            "stderr": self.stderr,
+            "mc_stderr": self.mc_stderr,
+            "plugin": self.plugin,
+            "identifiable": self.identifiable,
+            "estimand": self.estimand,
+        }
 
     @property
     def identifiable(self) -> bool:
@@ -139,13 +182,25 @@ class QueryAnswer:
         return "\n".join(r.explanation for r in self.identification)
 
     def __str__(self) -> str:
-        text = f"{self.query} = {self.estimate:.4g} (s.e. {self.stderr:.2g})"
+        return f"{self.query} = {self.describe()}\n{self.verdict()}"
+
+    def describe(self, digits: int = 4) -> str:
+        """The estimate, its labelled interval and the Monte Carlo error, one line."""
+        text = f"{self.estimate:.{digits}g}"
         if self.interval is not None:
             lo, hi = self.interval
-            text += f", {self.prob:.0%} interval [{lo:.4g}, {hi:.4g}]"
+            text += f"; {self.interval_method}: [{lo:.{digits}g}, {hi:.{digits}g}]"
+        else:
+            text += "; no statistical interval (a single fitted model)"
+        if self.plugin is not None:
+            text += f"; plug-in {self.plugin:.{digits}g}"
+        return text + f"; Monte Carlo s.e. {self.mc_stderr:.2g}"
+
+    def verdict(self) -> str:
+        """Whether the question is identifiable, with the estimand or the reason."""
         verdict = self.estimand if self.identifiable else self.explanation
         state = "identifiable" if self.identifiable else "not identifiable"
-        return f"{text}\n{state}: {verdict}"
+        return f"{state}: {verdict}"
 
 
 def ask(
@@ -162,6 +217,10 @@ def ask(
     model_args: tuple = (),
     model_kwargs: Mapping[str, Any] | None = None,
     units_arg: str | None = "n",
+    method: str = "plugin",
+    interval: str = "percentile",
+    replicates: int | None = None,
+    positivity: float = 0.02,
 ) -> QueryAnswer:
     """Check a causal question for identifiability, then answer it with ``model``.
 
@@ -169,8 +228,8 @@ def ask(
         :class:`~pyro_causalgen.analysis.uncertainty.Ensemble`, a
         :class:`~pyro_causalgen.analysis.bayesian.BayesianModel` (``draws``
         posterior draws) or a sequence of models; then the answer carries every
-        member's draw and a ``prob`` interval (Student-t over ensemble members,
-        equal-tailed quantiles over posterior draws).
+        member's draw and a ``prob`` interval (percentiles of the members' or
+        posterior draws' answers).
     :param query: a question in the grammar of the module docstring, or a
         :class:`~pyro_causalgen.identify.CausalQuery` /
         :class:`~pyro_causalgen.identify.CounterfactualQuery`.
@@ -190,6 +249,19 @@ def ask(
     :param model_args: positional arguments of the model.
     :param model_kwargs: keyword arguments of the model.
     :param units_arg: the model's keyword for the number of units (``None``: none).
+    :param method: ``"plugin"``: simulate the answer from the model; ``"dr"``: the
+        doubly robust (AIPW) answer for means and differences of means under
+        ``do(t=a)`` of a discrete treatment ``t``, over all ``data`` rows or those
+        with ``t=c`` (``E[y_{t=1} - y_{t=0} | t=1]``), with an influence-function
+        interval (:mod:`~pyro_causalgen.analysis.doubly_robust`). With an ensemble
+        whose ``weights`` mark held-out rows and ``data`` its own rows (or omitted),
+        each row's nuisances come from the members that did not see it.
+    :param interval: with members: ``"percentile"`` (default) or ``"t"`` (mean +/-
+        Student t x spread, only if you want it).
+    :param replicates: ``method="dr"``: simulated outcomes per row and treatment
+        level (default ``max(16, ceil(n / rows))``).
+    :param positivity: ``method="dr"``: warn when a propensity is below it or above
+        ``1 - positivity``.
     :returns: a :class:`QueryAnswer`.
     :raises QuerySyntaxError: for malformed questions.
     :raises UnknownSiteError: naming a variable that the model does not have.
@@ -211,7 +283,11 @@ def ask(
     """
     text = query if isinstance(query, str) else str(query)
     terms = parse_question(query)
-    members, method = _members(model, draws)
+    if method not in ("plugin", "dr"):
+        raise ValueError(f"unknown method {method!r}; use 'plugin' or 'dr'")
+    if method == "dr" and data is None and isinstance(model, Ensemble):
+        data = model.data
+    members, kind = _members(model, draws)
     kw = {
         "model_args": tuple(model_args),
         "model_kwargs": dict(model_kwargs or {}),
@@ -226,6 +302,26 @@ def ask(
     if observed is None:
         observed = _default_observed(base, rows)
     results = _identify(graph, terms, observed, strict)
+    if method == "dr":
+        if rows is None:
+            raise UnsupportedQueryError(
+                "method='dr' corrects the model with observed rows: pass `data`"
+            )
+        if where is not None:
+            raise UnsupportedQueryError("method='dr' answers over all rows: no `where`")
+        return _doubly_robust(
+            model,
+            members,
+            text,
+            terms,
+            rows,
+            graph,
+            results,
+            prob,
+            kw,
+            replicates or max(16, -(-n // next(iter(rows.values())).shape[0])),
+            positivity,
+        )
 
     def evaluate(m: Callable) -> tuple[MonteCarloEstimate, Tensor, Tensor | None]:
         if rows is None and not terms[0].evidence:
@@ -235,12 +331,19 @@ def ask(
     if len(members) == 1:
         est, units, index = evaluate(base)
         return QueryAnswer(text, est.value, est.stderr, results, units, index)
-    effect = effect_over_members(members, lambda m: evaluate(m)[0], text, method=method)
+    effect = effect_over_members(members, lambda m: evaluate(m)[0], text, method=kind)
     answer = QueryAnswer(
-        text, effect.mean, effect.stderr, results, draws=effect, prob=prob
+        text,
+        effect.mean,
+        effect.mc_error,
+        results,
+        draws=effect,
+        prob=prob,
+        interval=effect.interval(prob, interval),
+        interval_method=effect.interval_label(prob, interval),
+        stderr=effect.stderr,
     )
     effect.identifiable, effect.estimand = answer.identifiable, answer.estimand
-    answer.interval = _interval(effect, prob)
     return answer
 
 
@@ -567,13 +670,99 @@ def _conditioned(
     return _mean_and_se(selected, None), selected, index
 
 
-def _interval(effect: EffectDraws, prob: float) -> tuple[float, float]:
-    """Posterior draws: equal-tailed quantiles; ensemble members: Student-t."""
-    if effect.method != "bayesian":
-        return effect.interval(prob)
-    q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=effect.draws.dtype)
-    lo, hi = torch.quantile(effect.draws, q).tolist()
-    return lo, hi
+# ------------------------------------------------------- doubly robust
+
+
+def _doubly_robust(
+    model: Any,
+    members: list[Callable],
+    text: str,
+    terms: list[_Term],
+    rows: dict[str, Tensor],
+    graph: ADMG,
+    results: tuple[IdentificationResult, ...],
+    prob: float,
+    kw: Mapping,
+    replicates: int,
+    positivity: float,
+) -> QueryAnswer:
+    """The AIPW answer (see :mod:`~pyro_causalgen.analysis.doubly_robust`)."""
+    treated = {t for term in terms for t in term.interventions}
+    if len(treated) != 1 or any(len(term.interventions) > 1 for term in terms):
+        raise UnsupportedQueryError(
+            f"{text!r}: method='dr' answers means under do() of one treatment, "
+            f"got interventions on {sorted(treated) or 'nothing'}"
+        )
+    (treatment,) = treated
+    aipw_terms = []
+    for term in terms:
+        extra = sorted(set(term.evidence) - {treatment})
+        given = term.evidence.get(treatment)
+        if extra or (treatment in term.evidence and given is None):
+            raise UnsupportedQueryError(
+                f"{text!r}: method='dr' conditions only on a value of the treatment "
+                f"'{treatment}' (e.g. | {treatment}=1), not on {extra or [treatment]}"
+            )
+        given = None if given is None else _number(given, f"the value of {treatment}")
+        level = term.interventions.get(treatment, given)
+        assert level is not None
+        aipw_terms.append(AIPWTerm(term.sign, level, given))
+    covariates = adjustment_sites(graph, treatment, list(rows))
+    levels = sorted(
+        {a.level for a in aipw_terms}
+        | {a.given for a in aipw_terms if a.given is not None}
+    )
+    use = None
+    if (
+        isinstance(model, Ensemble)
+        and model.weights is not None
+        and _same_rows(model.data, rows)
+    ):
+        use = model.weights == 0
+    outcome = terms[0]
+    nuisances = estimate_nuisances(
+        members,
+        rows,
+        treatment,
+        covariates,
+        levels,
+        lambda values: _quantity(outcome, values),
+        replicates,
+        use,
+        kw,
+    )
+    est = aipw(
+        aipw_terms, rows[treatment], _quantity(outcome, rows), nuisances, positivity
+    )
+    n = len(rows[treatment])
+    how = "influence function, normal approximation"
+    if est.held_out_rows:
+        how += f", cross-fitted ({est.held_out_rows} of {n} rows out of sample)"
+    return QueryAnswer(
+        text,
+        est.estimate,
+        est.mc_stderr,
+        results,
+        prob=prob,
+        interval=est.interval(prob),
+        interval_method=f"{prob:.0%} interval, {how}",
+        stderr=est.stderr,
+        method="dr",
+        plugin=est.plugin,
+        doubly_robust=est,
+    )
+
+
+def _same_rows(fitted: Mapping[str, Tensor] | None, rows: Mapping[str, Tensor]) -> bool:
+    """Whether ``rows`` are the rows an ensemble was fitted on (same values)."""
+    if fitted is None:
+        return False
+    for name, v in fitted.items():
+        if name not in rows or rows[name].shape != v.shape:
+            return False
+        if not torch.equal(rows[name].cpu().to(v.dtype), v.cpu()):
+            return False
+    return True
 
 
 __all__ = ["QueryAnswer", "UnsupportedQueryError", "ask", "parse_question"]

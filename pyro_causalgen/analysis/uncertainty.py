@@ -28,7 +28,13 @@ METHODS = ("ensemble", "bootstrap")
 class Ensemble:
     """Fitted copies of one model: ``members`` with their ``histories``.
 
-    Built by :func:`fit_ensemble`; ``len(ensemble)`` is the number of members.
+    Built by :func:`fit_ensemble` (one fit per member) or
+    :func:`~pyro_causalgen.infer.batched_ensemble.fit_batched_ensemble` (all members
+    in one batched fit); ``len(ensemble)`` is the number of members. ``weights``
+    ``(members, N)`` are the members' weights on the rows ``data`` they were fitted
+    on (bootstrap counts; ``0``: the row was held out of that member), when known:
+    the doubly robust answer then evaluates each row with the members that did not
+    see it.
 
     Example::
 
@@ -42,6 +48,8 @@ class Ensemble:
     members: list[nn.Module]
     method: str
     histories: list[FitHistory] = field(default_factory=list)
+    weights: Tensor | None = None
+    data: dict[str, Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.members)
@@ -114,13 +122,19 @@ class EffectDraws:
     :ivar mc_stderr: each estimate's Monte Carlo standard error, ``(members,)``.
     :ivar identifiable: the identification verdict, when it was checked.
 
+    The statistical uncertainty is the spread of :attr:`draws` (:attr:`stderr`,
+    :meth:`interval`); the simulation's own error is :attr:`mc_error`, reported
+    apart.
+
     Example::
 
         >>> eff = EffectDraws("E[y]", torch.tensor([0.9, 1.0, 1.1]),
-        ...                   torch.zeros(3), "bootstrap")
-        >>> round(eff.mean, 6), round(eff.stderr, 6)
-        (1.0, 0.1)
-        >>> lo, hi = eff.interval(0.9)  # mean +/- t(0.95; 2 dof) x stderr
+        ...                   torch.full((3,), 0.03), "bootstrap")
+        >>> round(eff.mean, 6), round(eff.stderr, 6), round(eff.mc_error, 6)
+        (1.0, 0.1, 0.017321)
+        >>> [round(v, 4) for v in eff.interval(0.9)]  # 5% and 95% percentiles
+        [0.91, 1.09]
+        >>> lo, hi = eff.interval(0.9, kind="t")  # mean +/- t(0.95; 2 dof) x stderr
         >>> round(hi - eff.mean, 4)
         0.292
     """
@@ -138,42 +152,88 @@ class EffectDraws:
 
     @property
     def stderr(self) -> float:
-        """Spread across members, with the (small) simulation error added in."""
-        between = self.draws.var().item() if len(self.draws) > 1 else 0.0
-        within = (self.mc_stderr**2).mean().item()
-        return math.sqrt(between + within)
+        """Statistical standard error: the standard deviation of the draws."""
+        return self.draws.std().item() if len(self.draws) > 1 else math.nan
 
-    def interval(self, prob: float = 0.9) -> tuple[float, float]:
-        """A ``prob`` interval: mean +/- t quantile (members - 1 dof) x stderr."""
+    @property
+    def mc_error(self) -> float:
+        """Monte Carlo standard error of :attr:`mean` (simulation only)."""
+        return math.sqrt((self.mc_stderr**2).mean().item() / len(self.mc_stderr))
+
+    def interval(
+        self, prob: float = 0.9, kind: str = "percentile"
+    ) -> tuple[float, float]:
+        """A ``prob`` interval over the draws.
+
+        :param kind: ``"percentile"`` (default): the equal-tailed percentiles of the
+            draws; ``"t"``: mean +/- Student-t quantile (members - 1 dof) x
+            :attr:`stderr`.
+        """
+        if kind == "percentile":
+            q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=torch.float64)
+            lo, hi = torch.quantile(self.draws.double(), q).tolist()
+            return lo, hi
+        if kind != "t":
+            raise ValueError(f"unknown interval kind {kind!r}; use 'percentile' or 't'")
         from scipy.stats import t as student_t
 
         k = len(self.draws)
         q = float(student_t.ppf(0.5 + prob / 2, df=max(k - 1, 1)))
         return self.mean - q * self.stderr, self.mean + q * self.stderr
 
-    def summary(self, prob: float = 0.9) -> dict[str, Any]:
-        lo, hi = self.interval(prob)
+    def interval_label(self, prob: float = 0.9, kind: str = "percentile") -> str:
+        """What :meth:`interval` is, in words (for printing and export)."""
+        who = (
+            "posterior draws" if self.method == "bayesian" else f"{self.method} members"
+        )
+        if kind == "t":
+            return (
+                f"{prob:.0%} interval, Student t over {len(self.draws)} {who} "
+                f"({len(self.draws) - 1} dof)"
+            )
+        return f"{prob:.0%} interval, percentiles of {len(self.draws)} {who}"
+
+    def summary(self, prob: float = 0.9, kind: str = "percentile") -> dict[str, Any]:
+        lo, hi = self.interval(prob, kind)
         return {
             "query": self.query,
             "estimate": self.mean,
             "stderr": self.stderr,
             f"lower_{prob:g}": lo,
             f"upper_{prob:g}": hi,
+            "interval": self.interval_label(prob, kind),
+            "mc_stderr": self.mc_error,
             "members": len(self.draws),
             "method": self.method,
             "identifiable": self.identifiable,
         }
 
-    def to_inference_data(self, name: str = "effect") -> Any:
-        """ArviZ data, member draws in ``posterior`` (chain 1, draw = member)."""
-        attrs = {"query": self.query, "method": self.method}
+    def to_inference_data(self, name: str = "effect", prob: float = 0.9) -> Any:
+        """ArviZ data, member draws in ``posterior`` (chain 1, draw = member).
+
+        Each member's Monte Carlo standard error is ``{name}_mc_stderr`` in the same
+        group; the attributes say what the interval over the draws is
+        (``interval``, at ``prob``) and give the Monte Carlo error of the mean
+        (``mc_stderr``), so the two are never confused.
+        """
+        lo, hi = self.interval(prob)
+        attrs = {
+            "query": self.query,
+            "method": self.method,
+            "interval": self.interval_label(prob),
+            "interval_lower": lo,
+            "interval_upper": hi,
+            "mc_stderr": self.mc_error,
+        }
         if self.identifiable is not None:
             attrs["identifiable"] = str(self.identifiable)
         if self.estimand is not None:
             attrs["estimand"] = self.estimand
-        return to_inference_data(
-            {"posterior": {name: self.draws.reshape(1, -1)}}, attrs=attrs
-        )
+        draws = {
+            name: self.draws.reshape(1, -1),
+            f"{name}_mc_stderr": self.mc_stderr.reshape(1, -1),
+        }
+        return to_inference_data({"posterior": draws}, attrs=attrs)
 
 
 def effect_over_members(
