@@ -8,7 +8,9 @@ on each member become draws that :mod:`pyro_causalgen.export` writes to ArviZ.
 
 from __future__ import annotations
 
+import io
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +20,27 @@ from torch import Tensor, nn
 
 from pyro_causalgen.analysis.effects import MonteCarloEstimate
 from pyro_causalgen.export import to_inference_data
+from pyro_causalgen.infer.batched_ensemble import WEIGHTINGS, fit_batched
 from pyro_causalgen.infer.fit import FitHistory, fit, prepare_model_data
+from pyro_causalgen.io import load, save
+from pyro_causalgen.scm import StructuralCausalModel
 from pyro_causalgen.seeding import seeded_generator
 
-METHODS = ("ensemble", "bootstrap")
+_ENSEMBLE_FORMAT = "pyro_causalgen.ensemble/1"
+
+#: ensemble methods; the last two only in one batched fit
+METHODS = WEIGHTINGS
+#: options of :func:`fit_batched` (a batched fit takes no others)
+_BATCHED_OPTIONS = {
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "val_fraction",
+    "patience",
+    "clip_norm",
+    "disable_progbar",
+}
 
 
 @dataclass
@@ -54,6 +73,39 @@ class Ensemble:
     def __len__(self) -> int:
         return len(self.members)
 
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the members (each as :func:`pyro_causalgen.io.save` would), the
+        method, and the row ``weights`` and ``data`` when known, to one file.
+
+        Example::
+
+            >>> import os, tempfile
+            >>> from pyro_causalgen.scm import StructuralCausalModel
+            >>> build = lambda: StructuralCausalModel({"x": []}, mechanism="locscale")
+            >>> ens = fit_ensemble(build, {"x": torch.randn(20)}, members=2, epochs=1)
+            >>> path = os.path.join(tempfile.mkdtemp(), "ens.pt")
+            >>> ens.save(path)
+            >>> again = load_model(path)
+            >>> len(again), again.method, again.weights.shape
+            (2, 'bootstrap', torch.Size([2, 20]))
+        """
+        blobs = []
+        for member in self.members:
+            buffer = io.BytesIO()
+            save(member, buffer)
+            blobs.append(buffer.getvalue())
+        data = None if self.data is None else {k: v.cpu() for k, v in self.data.items()}
+        torch.save(
+            {
+                "format": _ENSEMBLE_FORMAT,
+                "method": self.method,
+                "members": blobs,
+                "weights": None if self.weights is None else self.weights.cpu(),
+                "data": data,
+            },
+            path,
+        )
+
 
 def fit_ensemble(
     build: Callable[[], nn.Module],
@@ -61,16 +113,26 @@ def fit_ensemble(
     members: int = 10,
     method: str = "bootstrap",
     seed: int | None = None,
+    batched: bool | None = None,
     **fit_kwargs: Any,
 ) -> Ensemble:
     """Fit ``members`` copies of ``build()`` to ``data``.
 
     :param build: returns a fresh, unfitted model (its own random initialisation).
     :param method: ``"ensemble"``: every member on all rows; ``"bootstrap"``: every
-        member on ``N`` rows drawn with replacement.
+        member on ``N`` rows drawn with replacement; batched only:
+        ``"bayesian_bootstrap"`` (Dirichlet row weights) and ``"crossfit"`` (member
+        ``k`` leaves out fold ``k``).
     :param seed: seeds the resampling and each member's split (member ``k`` uses
-        ``seed + k``); model initialisation follows the caller's global RNG.
-    :param fit_kwargs: passed to :func:`~pyro_causalgen.infer.fit.fit`.
+        ``seed + k``); sequential fits take the initialisation from the caller's
+        global RNG, a batched fit from ``seed``.
+    :param batched: fit all members as one batched model
+        (:func:`~pyro_causalgen.infer.batched_ensemble.fit_batched`; the ensemble
+        then records each member's row ``weights`` and the ``data``); default: when
+        ``build()`` is a :class:`~pyro_causalgen.scm.StructuralCausalModel` and
+        ``fit_kwargs`` are options a batched fit takes.
+    :param fit_kwargs: passed to :func:`~pyro_causalgen.infer.fit.fit` (or
+        :func:`~pyro_causalgen.infer.batched_ensemble.fit_batched`).
 
     Example::
 
@@ -84,6 +146,17 @@ def fit_ensemble(
         raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}")
     if members < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {members}")
+    if batched is None:
+        batched = set(fit_kwargs) <= _BATCHED_OPTIONS and isinstance(
+            build(), StructuralCausalModel
+        )
+    if batched:
+        out = fit_batched(build, data, members, method, seed=seed, **fit_kwargs)
+        return Ensemble(
+            out.members, method, [out.history] * members, out.weights, out.data
+        )
+    if method not in ("ensemble", "bootstrap"):
+        raise ValueError(f"method {method!r} needs a batched fit (batched=True)")
     gen = seeded_generator(seed)
     ensemble = Ensemble([], method)
     tensors = None
@@ -102,6 +175,30 @@ def fit_ensemble(
         )
         ensemble.members.append(model)
     return ensemble
+
+
+def load_model(path: str | os.PathLike, map_location: Any = None) -> Any:
+    """A model saved by :func:`pyro_causalgen.io.save`, or an :class:`Ensemble` saved
+    by :meth:`Ensemble.save`.
+
+    Example::
+
+        >>> import os, tempfile
+        >>> from pyro_causalgen.io import save
+        >>> from pyro_causalgen.scm import StructuralCausalModel
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.pt")
+        >>> save(StructuralCausalModel({"x": []}, mechanism="locscale"), path)
+        >>> type(load_model(path)).__name__
+        'StructuralCausalModel'
+    """
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != _ENSEMBLE_FORMAT:
+        return load(path, map_location=map_location)
+    members = [load(io.BytesIO(b), map_location=map_location) for b in blob["members"]]
+    data = blob["data"]
+    if data is not None and map_location is not None:
+        data = {k: v.to(map_location) for k, v in data.items()}
+    return Ensemble(members, blob["method"], [], blob["weights"], data)
 
 
 def _as_tensors(model: nn.Module, data: Any, fit_kwargs: Mapping) -> dict[str, Tensor]:

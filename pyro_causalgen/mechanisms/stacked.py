@@ -594,6 +594,29 @@ class StackedFlows(nn.Module):
             out[name] = mech
         return out
 
+    @torch.no_grad()
+    def load_site(self, name: str, mechanism: FlowMechanism) -> None:
+        """Copy a scalar :class:`FlowMechanism`'s weights and standardisation into
+        site ``name`` (its parents may be named differently; their order and shapes
+        must match). Members of a batched ensemble come out of their stack this way.
+
+        Example::
+
+            >>> a = StackedFlows({"y": ["x"]}, hidden_features=(4,))
+            >>> b = StackedFlows({"y@1": ["x@1"]}, hidden_features=(4,))
+            >>> a.load_site("y", b.unstack(["y@1"])["y@1"])
+            >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+            True
+        """
+        view = self.views[name]
+        shapes = list(getattr(mechanism, "parents", {}).values())
+        if shapes != list(view.parents.values()):
+            raise ShapeError(
+                f"site '{name}': parents of shapes {list(view.parents.values())}, "
+                f"the mechanism has {shapes}"
+            )
+        self._copy_site(name, mechanism, to_group=True)
+
     def _copy_site(self, name: str, mech: FlowMechanism, to_group: bool) -> None:
         view, slot, L = self.views[name], self._slot[name], self.transforms
         for buf in ("value_loc", "value_scale", "context_loc", "context_scale"):
