@@ -16,6 +16,7 @@ TOPICS = [
     "counterfactual",
     "identify",
     "calibration",
+    "acic",
     "images",
     "causal_nf_suite",
 ]

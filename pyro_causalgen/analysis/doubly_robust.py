@@ -104,6 +104,9 @@ class DoublyRobustEstimate:
     :ivar influence: each row's influence-function value, ``(N,)``.
     :ivar propensity_range: smallest and largest propensity used.
     :ivar held_out_rows: rows whose nuisances came from models that never saw them.
+    :ivar details: ``"levels"``, ``"outcome_means"`` ``(A, N)`` (simulated
+        ``mu_a(x_i)``: their differences are per-unit effect estimates) and
+        ``"propensity"`` ``(A, N)``.
 
     >>> est = DoublyRobustEstimate(1.0, 0.1, 0.0, 1.1, torch.zeros(3), (0.2, 0.8))
     >>> [round(v, 4) for v in est.interval(0.95)]
@@ -388,6 +391,11 @@ def aipw(
         influence=phi,
         propensity_range=(lo, hi),
         held_out_rows=int(held.sum()) if held is not None else 0,
+        details={
+            "levels": list(nuisances.levels),
+            "outcome_means": mu_all.mean(0),
+            "propensity": nuisances.propensity,
+        },
     )
 
 
