@@ -163,9 +163,6 @@ def acic(dgps: list[int], members: int, seed: int) -> list[str]:
         wins_pehe += pehe["ours"] <= pehe["T"]
         wins_dr += err["dr"] <= min(err["T"], err["lin"])
 
-        def hit(iv):
-            return iv[0] <= sate <= iv[1]
-
         marks = {}
         for p, tag in ((0.9, "90"), (0.95, "95")):
             z = normal_quantile(0.5 + p / 2)
@@ -175,7 +172,7 @@ def acic(dgps: list[int], members: int, seed: int) -> list[str]:
                 ("d", res["dr_int"][p]),
                 ("l", lin_iv),
             ):
-                ok = hit(iv)
+                ok = iv[0] <= sate <= iv[1]
                 cover[key + tag] += ok
                 marks[key + tag] = "yes" if ok else "no"
         lines.append(
