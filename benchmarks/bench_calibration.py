@@ -81,10 +81,10 @@ CASES = {
 
 def interval_for(method, data, build, estimate, fit_kw, seed, members, bayes_kw):
     if method in ("bootstrap", "ensemble"):
-        ens = fit_ensemble(
-            build, data, members=members, method=method, seed=seed, **fit_kw
+        ens = fit_ensemble(  # sequential fits and t intervals, as recorded
+            build, data, members, method, seed=seed, batched=False, **fit_kw
         )
-        return effect_over_members(ens, estimate, "effect").interval(0.9)
+        return effect_over_members(ens, estimate, "effect").interval(0.9, kind="t")
     model = build()
     fit(model, data, seed=seed, **fit_kw)
     bayes, _ = fit_bayesian(model, data, lr=0.01, seed=seed, **bayes_kw)

@@ -146,3 +146,18 @@ def test_errors_name_the_problem():
         ask(model, "E[y | do(t=1, x=0)]", data, method="dr")
     with pytest.raises(ValueError, match="unknown method"):
         ask(model, ATE, data, method="tmle")
+
+
+def test_dr_answer_exports_interval_and_mc_error_to_arviz():
+    data = rows(n=300)
+    torch.manual_seed(0)
+    ans = ask(make(1.0, right_outcome), ATE, data, method="dr", replicates=2)
+    idata = ans.to_inference_data()
+    attrs = idata.predictions.attrs
+    assert attrs["interval"] == ans.interval_method and attrs["method"] == "dr"
+    assert float(attrs["interval_lower"]) == pytest.approx(ans.interval[0])
+    assert float(attrs["mc_stderr"]) == pytest.approx(ans.mc_stderr)
+    assert idata.predictions["effect_influence"].shape == (1, 1, 300)
+    single = ask(make(1.0, right_outcome), ATE, observed=["x", "t", "y"], n=10)
+    with pytest.raises(ValueError, match="no statistical uncertainty"):
+        single.to_inference_data()

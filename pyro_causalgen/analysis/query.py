@@ -184,6 +184,50 @@ class QueryAnswer:
     def __str__(self) -> str:
         return f"{self.query} = {self.describe()}\n{self.verdict()}"
 
+    def to_inference_data(self, name: str = "effect") -> Any:
+        """ArviZ data with the interval and the Monte Carlo error as labelled attrs.
+
+        With members or posterior draws, their answers are the ``posterior`` draws
+        (:meth:`EffectDraws.to_inference_data`); with ``method="dr"``, each row's
+        influence-function value is ``{name}_influence`` in ``predictions`` (dim
+        ``unit``). Raises ``ValueError`` for a single model's plug-in answer, which
+        has no statistical uncertainty to export.
+
+        >>> def model(n):
+        ...     with pyro.plate("units", n):
+        ...         pyro.sample("y", dist.Normal(pyro.sample("x", dist.Normal(0, 1)), 1))
+        >>> ans = ask([model, model], "E[y | do(x=1)]", observed=["x", "y"], n=10)
+        >>> ans.to_inference_data().posterior.attrs["interval"]
+        '90% interval, percentiles of 2 ensemble members'
+        """
+        if self.draws is not None:
+            return self.draws.to_inference_data(name, prob=self.prob or 0.9)
+        if self.doubly_robust is None or self.interval is None:
+            raise ValueError(
+                "a single model's plug-in answer has no statistical uncertainty to "
+                "export: ask an ensemble, a BayesianModel, or method='dr'"
+            )
+        from pyro_causalgen.export import to_inference_data
+
+        lo, hi = self.interval
+        attrs = {
+            "query": self.query,
+            "method": "dr",
+            "estimate": self.estimate,
+            "interval": self.interval_method,
+            "interval_lower": lo,
+            "interval_upper": hi,
+            "stderr": self.stderr,
+            "mc_stderr": self.mc_stderr,
+            "plugin": self.plugin,
+        }
+        influence = self.doubly_robust.influence.reshape(1, 1, -1)
+        return to_inference_data(
+            {"predictions": {f"{name}_influence": influence}},
+            dims={f"{name}_influence": ["unit"]},
+            attrs=attrs,
+        )
+
     def describe(self, digits: int = 4) -> str:
         """The estimate, its labelled interval and the Monte Carlo error, one line."""
         text = f"{self.estimate:.{digits}g}"
