@@ -195,7 +195,8 @@ class QueryAnswer:
 
         >>> def model(n):
         ...     with pyro.plate("units", n):
-        ...         pyro.sample("y", dist.Normal(pyro.sample("x", dist.Normal(0, 1)), 1))
+        ...         x = pyro.sample("x", dist.Normal(0, 1))
+        ...         pyro.sample("y", dist.Normal(x, 1))
         >>> ans = ask([model, model], "E[y | do(x=1)]", observed=["x", "y"], n=10)
         >>> ans.to_inference_data().posterior.attrs["interval"]
         '90% interval, percentiles of 2 ensemble members'
