@@ -187,3 +187,19 @@ def test_fit_members_then_query_reports_the_labelled_interval(tmp_path, capsys):
     assert "discrete treatment mechanism at 'A'" in capsys.readouterr().err
     assert main(argv) == 2
     assert "--data rows.csv" in capsys.readouterr().err
+
+
+def test_fit_bayesian_saves_posterior_draws_that_query_labels(tmp_path, capsys):
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(200, generator=g)
+    pd.DataFrame({"A": a, "B": 2 * a + 0.5 * torch.randn(200, generator=g)}).to_csv(
+        tmp_path / "d.csv", index=False
+    )
+    model = str(tmp_path / "b.pt")
+    argv = ["fit", "--data", str(tmp_path / "d.csv"), "--graph", "A -> B"]
+    opts = ["--mechanism", "locscale", "--epochs", "20", "--lr", "0.1"]
+    bayes = ["--bayesian", "--bayes-steps", "30", "--members", "5"]
+    assert main([*argv, "--out", model, *opts, *bayes]) == 0
+    assert "saved 5 posterior draws" in capsys.readouterr().out
+    assert main(["query", model, "E[B | do(A=1)] - E[B | do(A=0)]"]) == 0
+    assert "percentiles of 5 posterior draws: [" in capsys.readouterr().out
